@@ -1,0 +1,171 @@
+"""Settings as frozen dataclasses: one place for every default, its reason, and its allowed range.
+
+Each field's comment says why the default is what it is. ``__post_init__`` refuses a bad value with a
+``ValueError`` that names the field, the value received and the range allowed, so the command line and
+the pages can show the message as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+# Allowed ranges, shared with the UI (sliders take their bounds from here).
+IMAGE_SIZE_RANGE = (32, 512)  # below 32 px lungs are a blur; above 512 px a CPU cannot train in time
+VALIDATION_FRACTION_RANGE = (0.05, 0.5)
+TEST_FRACTION_RANGE = (0.05, 0.5)
+EPOCHS_RANGE = (1, 500)
+BATCH_SIZE_RANGE = (1, 1024)
+LEARNING_RATE_RANGE = (1e-7, 1.0)
+DROPOUT_RANGE = (0.0, 0.9)
+ROTATION_RANGE = (0.0, 180.0)
+ZOOM_RANGE = (0.0, 0.9)
+SHIFT_RANGE = (0.0, 0.5)
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+SCHEDULES = ("constant", "plateau", "cosine")
+CLASS_WEIGHTINGS = ("none", "balanced")
+STRATEGIES = ("default", "mirrored", "multi-worker")
+CLASS_NAMES = ("normal", "pneumonia")  # label 0, label 1
+
+
+def check_range(name: str, value: float, bounds: tuple[float, float], *, integer: bool = False) -> None:
+    """Raise ``ValueError`` unless ``bounds[0] <= value <= bounds[1]`` (and an int when ``integer``)."""
+    low, high = bounds
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be {kind} from {low} to {high}; received {value!r}.")
+    if integer and not float(value).is_integer():
+        raise ValueError(f"{name} must be {kind} from {low} to {high}; received {value!r}.")
+    if math.isnan(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be {kind} from {low} to {high}; received {value!r}. "
+                         f"Choose a value in that range.")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; received {value!r}.")
+
+
+class _Settings:
+    """Shared helpers: dict/JSON round trip that refuses unknown keys."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]):
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown {cls.__name__} setting(s) {unknown}; known settings are {sorted(known)}.")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return cls(**values)
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class DataConfig(_Settings):
+    """How a data set is imported and split."""
+
+    image_size: int = 150  # the tutorial's size; enough detail for pneumonia, cheap on a CPU
+    validation_fraction: float = 0.10  # ~520 images from Kermany train: enough to pick a threshold
+    test_fraction: float = 0.15  # only used when a source has no test split of its own
+    seed: int = 42  # same split every time unless asked otherwise
+    max_image_pixels: int = 80_000_000  # refuse decompression bombs; largest real CXR is ~4300x4300
+    max_zip_bytes: int = 4 * 1024**3  # uncompressed size limit of an imported zip (Kermany is ~1.2 GB)
+    drop_test_patients_from_train: bool = True  # Kermany reuses patient ids across train/test: no leakage
+
+    def __post_init__(self) -> None:
+        check_range("image_size", self.image_size, IMAGE_SIZE_RANGE, integer=True)
+        check_range("validation_fraction", self.validation_fraction, VALIDATION_FRACTION_RANGE)
+        check_range("test_fraction", self.test_fraction, TEST_FRACTION_RANGE)
+        check_range("seed", self.seed, (0, 2**31 - 1), integer=True)
+        check_range("max_image_pixels", self.max_image_pixels, (1, 10**9), integer=True)
+        check_range("max_zip_bytes", self.max_zip_bytes, (1, 2**40), integer=True)
+
+
+@dataclass(frozen=True)
+class TrainingConfig(_Settings):
+    """Everything that decides how a model is trained; saved as the run's config.json."""
+
+    model: str = "fast"  # the CPU network; "seed" is the tutorial's VGG-like one
+    image_size: int = 150  # must match the imported data set's size
+    epochs: int = 12  # the tutorial's count; early stopping usually ends sooner
+    batch_size: int = 32  # the tutorial's; fits every model here in a few hundred MB
+    optimizer: str = "adam"  # converges faster than RMSprop on the fast network
+    learning_rate: float = 1e-3  # Keras default for Adam and RMSprop
+    schedule: str = "plateau"  # the tutorial's ReduceLROnPlateau
+    plateau_patience: int = 2  # tutorial
+    plateau_factor: float = 0.3  # tutorial
+    min_learning_rate: float = 1e-6  # tutorial
+    class_weighting: str = "balanced"  # train is 74 % pneumonia; weights keep normal recall up
+    dropout_rate: float = 0.2  # tutorial
+    early_stopping: bool = True  # stop when validation AUC stops improving, keep the best weights
+    early_stopping_patience: int = 4  # longer than the plateau patience so the LR can drop first
+    rotation_degrees: float = 30.0  # tutorial: rotation ±30°
+    zoom: float = 0.2  # tutorial
+    width_shift: float = 0.1  # tutorial
+    height_shift: float = 0.1  # tutorial
+    horizontal_flip: bool = True  # tutorial (hearts are on the left, but it helped there)
+    validation_fraction: float = 0.10  # carved from train by patient, see DataConfig
+    seed: int | None = 42  # deterministic on the CPU when set; None for a fresh random start
+    strategy: str = "default"  # tf.distribute strategy: default, mirrored, multi-worker
+    max_batches_per_epoch: int | None = None  # for smoke tests and benchmarks; None = whole epoch
+
+    def __post_init__(self) -> None:
+        check_range("image_size", self.image_size, IMAGE_SIZE_RANGE, integer=True)
+        check_range("epochs", self.epochs, EPOCHS_RANGE, integer=True)
+        check_range("batch_size", self.batch_size, BATCH_SIZE_RANGE, integer=True)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_range("learning_rate", self.learning_rate, LEARNING_RATE_RANGE)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_range("plateau_patience", self.plateau_patience, (1, 100), integer=True)
+        check_range("plateau_factor", self.plateau_factor, (0.01, 0.99))
+        check_range("min_learning_rate", self.min_learning_rate, (0.0, 1.0))
+        check_choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
+        check_range("dropout_rate", self.dropout_rate, DROPOUT_RANGE)
+        check_range("early_stopping_patience", self.early_stopping_patience, (1, 100), integer=True)
+        check_range("rotation_degrees", self.rotation_degrees, ROTATION_RANGE)
+        check_range("zoom", self.zoom, ZOOM_RANGE)
+        check_range("width_shift", self.width_shift, SHIFT_RANGE)
+        check_range("height_shift", self.height_shift, SHIFT_RANGE)
+        check_range("validation_fraction", self.validation_fraction, VALIDATION_FRACTION_RANGE)
+        if self.seed is not None:
+            check_range("seed", self.seed, (0, 2**31 - 1), integer=True)
+        check_choice("strategy", self.strategy, STRATEGIES)
+        if self.max_batches_per_epoch is not None:
+            check_range("max_batches_per_epoch", self.max_batches_per_epoch, (1, 10**7), integer=True)
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model must be a model name such as 'fast' or 'seed'; received {self.model!r}.")
+
+
+# Presets: named starting points the UI and the command line offer.
+PRESETS: dict[str, TrainingConfig] = {
+    # The tutorial's recipe exactly: seed network, 12 epochs, batch 32, RMSprop, plateau schedule,
+    # no class weights, no early stopping.
+    "tutorial": TrainingConfig(model="seed", epochs=12, batch_size=32, optimizer="rmsprop",
+                               learning_rate=1e-3, schedule="plateau", class_weighting="none",
+                               early_stopping=False, dropout_rate=0.2),
+    # The fast default: the CPU network with Adam, balanced class weights and early stopping.
+    "fast": TrainingConfig(),
+}
+
+
+def preset(name: str, **overrides: Any) -> TrainingConfig:
+    """A copy of preset ``name`` with ``overrides`` applied (each validated)."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}.")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+__all__ = ["DataConfig", "TrainingConfig", "PRESETS", "preset", "CLASS_NAMES", "field"]
