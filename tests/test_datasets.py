@@ -389,7 +389,7 @@ def test_real_full_size_originals_import(shared_data, tmp_path):
 @pytest.mark.slow
 def test_real_kermany_import(shared_data):
     report = import_dataset(shared_data / "chest_xray", name="kermany", config=DataConfig(image_size=64))
-    assert report.num_files == 5856 and not report.skipped
+    assert report.num_files == 5840 and not report.skipped
     assert len(report.duplicate_groups) == 30 and sum(map(len, report.duplicate_groups)) == 62
     dataset = load_dataset("kermany")
     assert len(dataset.labels("test")) == 624
