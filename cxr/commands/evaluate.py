@@ -1,0 +1,185 @@
+"""``python -m cxr evaluate [--model RUN_OR_FILE] [--data DATASET_OR_FOLDER]``.
+
+Without ``--data``: prints the run's report (validation and test, with intervals, the threshold and its
+rule, calibration before/after scaling) and writes the figures (ROC, precision-recall, reliability,
+confusion matrix; Altair ``.html`` + ``.json``) into the run folder. A run that has a model but no
+``metrics.json`` yet is evaluated from its data set first (``finalize_run``).
+
+With ``--data``: external validation on a labelled folder (``normal/``, ``pneumonia/``) or an imported
+data set's test split, at the model's saved threshold and temperature, reported separately and saved
+as ``external_<name>.json`` (and in ``metrics.json["external"]`` and the model card, for a run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("evaluate", help="print a model's evaluation report and write its figures")
+    parser.add_argument("--model", default=None, help="run id, run folder or .keras file (default: the bundled model)")
+    parser.add_argument(
+        "--data", default=None, help="labelled folder (normal/, pneumonia/) or imported data set: external validation"
+    )
+    parser.add_argument(
+        "--out", default=None, help="folder for figures and reports (default: the run folder, else ./evaluation)"
+    )
+    parser.add_argument("--no-figures", action="store_true", help="print the report only")
+    parser.set_defaults(handler=run_evaluate)
+
+
+def _figures(out: Path, prefix: str, y_true, y_score, metrics: dict) -> list[Path]:
+    """ROC, PR, reliability and confusion-matrix charts of one labelled set, saved as .html and .json."""
+    from cxr import charts, evaluation
+
+    threshold = metrics["threshold"]
+    roc = evaluation.roc_curve(y_true, y_score)
+    pr = evaluation.precision_recall_curve(y_true, y_score)
+    reliability = evaluation.reliability_curve(y_true, y_score)
+    sensitivity, specificity = metrics["sensitivity"]["value"], metrics["specificity"]["value"]
+    figures = {
+        "confusion_matrix": charts.confusion_matrix_chart(
+            metrics["confusion_matrix"], title=f"Confusion matrix ({prefix}, threshold {threshold:.3f})"
+        ),
+        "calibration": charts.calibration_chart(
+            reliability["mean_score"], reliability["fraction_positive"], counts=reliability["count"]
+        ),
+    }
+    if metrics["auc"]["value"] is not None:
+        points = (
+            {f"threshold {threshold:.3f}": (1 - specificity, sensitivity)}
+            if sensitivity is not None and specificity is not None
+            else None
+        )
+        figures["roc"] = charts.roc_chart(
+            roc["false_positive_rate"], roc["true_positive_rate"], auc=metrics["auc"]["value"], points=points
+        )
+        figures["precision_recall"] = charts.precision_recall_chart(
+            pr["recall"], pr["precision"], average_precision=metrics["average_precision"]
+        )
+    written = []
+    out.mkdir(parents=True, exist_ok=True)
+    for name, chart in figures.items():
+        for suffix in (".html", ".json"):
+            path = out / f"{prefix}_{name}{suffix}"
+            chart.save(str(path))
+            written.append(path)
+    return written
+
+
+def _finalize_from_dataset(folder: Path, predictor) -> dict:
+    """Compute a run's metrics.json from its model and its data set's val/test splits."""
+    import numpy as np
+
+    from cxr import evaluation, runs
+    from cxr.datasets import load_dataset
+
+    config = runs.read_config(folder)
+    reference = config.get("dataset_path")
+    if not reference or not Path(reference).is_dir():
+        reference = config["dataset"]
+    dataset = load_dataset(reference, verify=False)
+    training = config.get("training") or {}
+    val_logits = predictor.raw_logits(dataset.images("val"))
+    has_test = "test" in dataset.splits
+    test_logits = predictor.raw_logits(dataset.images("test")) if has_test else np.zeros(0)
+    from cxr.calibration import sigmoid
+
+    return evaluation.finalize_run(
+        folder,
+        val_true=dataset.labels("val"),
+        val_score=sigmoid(val_logits),
+        test_true=dataset.labels("test") if has_test else None,
+        test_score=sigmoid(test_logits) if has_test else None,
+        threshold_rule=training.get("threshold_rule", "youden"),
+        min_sensitivity=training.get("min_sensitivity"),
+        val_logits=val_logits,
+        test_logits=test_logits if has_test else None,
+    )
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._") or "external"
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from cxr import evaluation
+    from cxr.predict import Predictor, external_validation
+
+    predictor = Predictor.load(args.model)
+    folder = predictor.folder
+    is_run = folder is not None and (folder / "config.json").is_file()
+    out = Path(args.out) if args.out else (folder if is_run else Path.cwd() / "evaluation")
+    print(
+        f"model: {predictor.source} ({predictor.image_size} px; threshold {predictor.threshold:.4f} "
+        f"[{predictor.threshold_rule}], temperature {predictor.temperature:.3f})"
+    )
+    for note in predictor.notes:
+        print(f"note: {note}")
+
+    if args.data is None:
+        metrics = predictor.metrics
+        if metrics is None:
+            if not is_run:
+                print(
+                    "error: this model has no metrics.json and no run to evaluate it on; pass --data FOLDER "
+                    "for an evaluation on labelled images.",
+                    file=sys.stderr,
+                )
+                return 2
+            print("no metrics.json yet: evaluating the run's validation and test splits ...")
+            metrics = _finalize_from_dataset(folder, predictor)
+        print(evaluation.format_run_metrics(metrics))
+        if is_run and not args.no_figures and (folder / "predictions.csv").is_file():
+            predictions = pd.read_csv(folder / "predictions.csv")
+            written = []
+            for split, key in (("val", "validation"), ("test", "test")):
+                part = predictions[predictions["split"] == split]
+                if len(part) and metrics.get(key):
+                    written += _figures(out, key, part["y_true"].to_numpy(), part["y_score"].to_numpy(), metrics[key])
+            print(f"\nfigures: {len(written)} files in {out} ({', '.join(sorted({p.stem for p in written}))})")
+        return 0
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % 100 == 0:
+            print(f"\r  read {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+    result = external_validation(predictor, args.data, progress=progress)
+    name = _safe_name(result["name"])
+    metrics = result["metrics"]
+    print(evaluation.format_metrics(metrics, title=f"== external validation: {result['name']} ({result['source']}) =="))
+    print("(threshold and temperature as saved with the model: nothing was refitted on these images)")
+    for error in result["errors"]:
+        print(f"skipped {error['file']}: {error['error']}", file=sys.stderr)
+    if result["warnings"]:
+        print(f"{len(result['warnings'])} images had warnings (unlike the training data); see the JSON report.")
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "name": result["name"],
+        "source": result["source"],
+        "model": predictor.describe(),
+        "metrics": metrics,
+        "errors": result["errors"],
+        "warnings": result["warnings"],
+    }
+    evaluation.write_json_atomic(out / f"external_{name}.json", report)
+    evaluation.write_text_atomic(out / f"external_{name}_predictions.csv", result["predictions"].to_csv(index=False))
+    if is_run and args.out is None and predictor.metrics is not None:
+        # Kept beside validation and test, in its own section, so the model card lists it separately.
+        stored = dict(predictor.metrics)
+        stored.setdefault("external", {})
+        stored["external"] = {**(stored.get("external") or {}), result["name"]: metrics}
+        evaluation.write_json_atomic(folder / "metrics.json", stored)
+        from cxr.model_card import write_model_card
+
+        write_model_card(folder, stored)
+    if not args.no_figures:
+        predictions = result["predictions"]
+        _figures(out, f"external_{name}", predictions["y_true"].to_numpy(), predictions["y_score"].to_numpy(), metrics)
+    print(f"report: {out / f'external_{name}.json'}")
+    return 1 if result["errors"] else 0
