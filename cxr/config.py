@@ -121,6 +121,7 @@ class TrainingConfig(_Settings):
     seed: int | None = 42  # deterministic on the CPU when set; None for a fresh random start
     strategy: str = "default"  # tf.distribute strategy: default, mirrored, multi-worker
     max_batches_per_epoch: int | None = None  # for smoke tests and benchmarks; None = whole epoch
+    weights: str = "imagenet"  # transfer backbones only: "imagenet", "none" (random start) or a file path
 
     def __post_init__(self) -> None:
         check_range("image_size", self.image_size, IMAGE_SIZE_RANGE, integer=True)
@@ -145,6 +146,9 @@ class TrainingConfig(_Settings):
         check_choice("strategy", self.strategy, STRATEGIES)
         if self.max_batches_per_epoch is not None:
             check_range("max_batches_per_epoch", self.max_batches_per_epoch, (1, 10**7), integer=True)
+        if not isinstance(self.weights, str) or not self.weights:
+            raise ValueError(f"weights must be 'imagenet', 'none' or a weights file path; received "
+                             f"{self.weights!r}.")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a model name such as 'fast' or 'seed'; received {self.model!r}.")
 

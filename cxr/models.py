@@ -1,0 +1,259 @@
+"""Named model builders in a small registry: ``build_model(name, input_shape, **settings)``.
+
+Every model here:
+- takes raw pixel values 0–255, shape ``(n, s, s, 1)``: uint8 arrays work as they are (Keras casts
+  them to the float32 input), and the ``Rescaling`` inside the model does the scaling, so a saved
+  ``model.keras`` needs no preprocessing outside it. The input is float32 rather than uint8 so that
+  gradients with respect to the image (SHAP) still flow.
+- ends with a ``Dense(1)`` layer named ``"logit"`` followed by a sigmoid ``Activation`` named
+  ``"probability"``: ``logit_model(model)`` gives the pre-sigmoid output for temperature scaling.
+- holds no random augmentation layers (augmentation lives in the ``tf.data`` pipeline,
+  ``cxr.training``), so inference is deterministic and ``model.keras`` loads with ``safe_mode``.
+
+Models:
+- ``"seed"``: the tutorial's VGG-like network, layer for layer (4,310,081 parameters at 150x150x1).
+- ``"fast"``: a small depthwise-separable network for two CPU cores (see ``build_fast``).
+- ``"mobilenet_v3_small"``, ``"efficientnet_b0"``: ``keras.applications`` backbones (ImageNet
+  weights when they can be downloaded; ``weights=None`` for a random start).
+
+TensorFlow/Keras are imported inside the builders so ``import cxr.models`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cxr.errors import CxrError, ModelFileError
+
+DEFAULT_INPUT_SHAPE = (150, 150, 1)
+LOGIT_LAYER = "logit"
+PROBABILITY_LAYER = "probability"
+
+
+def _check_input_shape(input_shape: Any, minimum: int = 32) -> tuple[int, int, int]:
+    try:
+        height, width, channels = (int(value) for value in input_shape)
+    except (TypeError, ValueError):
+        raise CxrError(f"input_shape must be (height, width, 1); received {input_shape!r}.") from None
+    if channels != 1 or height < minimum or width < minimum:
+        raise CxrError(f"input_shape must be (height, width, 1) grayscale with height and width of at "
+                       f"least {minimum}; received {input_shape!r}. Use image_size >= {minimum}.")
+    return height, width, channels
+
+
+def _head(features, dropout_rate: float):
+    """Dropout, then the logit and the sigmoid probability (names other modules rely on)."""
+    from keras import layers
+
+    features = layers.Dropout(dropout_rate, name="head_dropout")(features)
+    logit = layers.Dense(1, name=LOGIT_LAYER)(features)
+    return layers.Activation("sigmoid", name=PROBABILITY_LAYER, dtype="float32")(logit)
+
+
+def build_seed(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2):
+    """The tutorial's VGG-like network (Chapman 2021), layer for layer.
+
+    Conv64·Conv64·Pool, then BN·Conv128·Pool, BN·Conv256·Pool, BN·Conv256·Pool, BN·Conv512·Pool,
+    Flatten, Dense256, Dense128, Dropout, Dense1 sigmoid. At (150, 150, 1): 4,310,081 parameters.
+    Input: (n, h, w, 1) pixel values 0–255. Output: (n, 1) P(pneumonia).
+    """
+    import keras
+    from keras import layers
+
+    _check_input_shape(input_shape)
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = layers.Conv2D(64, 3, activation="relu", padding="same", name="conv1_1")(x)
+    x = layers.Conv2D(64, 3, activation="relu", padding="same", name="conv1_2")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    for block, filters in enumerate((128, 256, 256, 512), start=2):
+        x = layers.BatchNormalization(name=f"bn{block}")(x)
+        x = layers.Conv2D(filters, 3, activation="relu", padding="same", name=f"conv{block}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{block}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(256, activation="relu", name="dense256")(x)
+    x = layers.Dense(128, activation="relu", name="dense128")(x)
+    outputs = _head(x, dropout_rate)
+    return keras.Model(inputs, outputs, name="seed")
+
+
+def build_fast(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2, width: int = 16,
+               blocks: tuple[int, ...] = (2, 4, 8, 8)):
+    """A small network for two CPU cores.
+
+    Why it is cheap: a strided 3x3 stem and a max pool bring 150 px down to 38 px before any wide
+    layer; then depthwise-separable convolutions (about 8x fewer multiply-adds than full 3x3
+    convolutions) with batch norm, each stage halving the resolution; global average pooling instead
+    of the seed's 2 M-parameter Flatten·Dense. About 1/30 of the seed's multiply-adds at 150 px.
+
+    ``width`` is the stem's filter count; stage ``i`` has ``width * blocks[i]`` filters.
+    Input: (n, h, w, 1) pixel values 0–255. Output: (n, 1) P(pneumonia).
+    """
+    import keras
+    from keras import layers
+
+    _check_input_shape(input_shape)
+    if not isinstance(width, int) or width < 4:
+        raise CxrError(f"width must be an integer of at least 4; received {width!r}.")
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
+    # momentum 0.9 (Keras default 0.99): the moving statistics settle within a short CPU training.
+    x = layers.BatchNormalization(momentum=0.9, name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    x = layers.MaxPooling2D(2, padding="same", name="stem_pool")(x)
+    for stage, multiplier in enumerate(blocks, start=1):
+        filters = width * multiplier
+        # Two separable convolutions per stage: the first halves the size (except stage 1, already small
+        # after the stem), the second adds depth at that size.
+        strides = 1 if stage == 1 else 2
+        for index, stride in enumerate((strides, 1), start=1):
+            name = f"stage{stage}_{index}"
+            x = layers.SeparableConv2D(filters, 3, strides=stride, padding="same", use_bias=False,
+                                       name=f"{name}_sepconv")(x)
+            x = layers.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+            x = layers.ReLU(name=f"{name}_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = _head(x, dropout_rate)
+    return keras.Model(inputs, outputs, name="fast")
+
+
+def _build_transfer(application: Callable, name: str, input_shape, *, dropout_rate: float,
+                    weights: str | None, trainable_backbone: bool | None, **application_settings):
+    """A ``keras.applications`` backbone under our input and head.
+
+    Gray is repeated to 3 channels inside the model; the backbones here include their own
+    preprocessing and take 0–255 values, which is what our input already holds.
+    ``weights``: "imagenet" (downloaded once to ~/.keras/models), a path to a weights file, or None.
+    ``trainable_backbone``: default False with pretrained weights (train the head only), True without.
+    """
+    import keras
+    from keras import layers
+
+    _check_input_shape(input_shape)
+    height, width, _ = (int(value) for value in input_shape)
+    if trainable_backbone is None:
+        trainable_backbone = weights is None
+    inputs = keras.Input(shape=tuple(input_shape), name="image")
+    rgb = layers.Concatenate(axis=-1, name="gray_to_rgb")([inputs, inputs, inputs])
+    try:
+        backbone = application(input_shape=(height, width, 3), include_top=False, weights=weights,
+                               **application_settings)
+    except ValueError:
+        raise  # a bad input shape or weights value: Keras' own message says what to change
+    except Exception as error:  # urllib/HTTP/OSError from the download: say so, never fall back silently
+        raise ModelFileError(
+            f"Could not get the {weights!r} weights for {name} ({type(error).__name__}: {error}). "
+            f"Expected to download them once to ~/.keras/models. Connect to the internet, put the file "
+            f"there yourself, pass weights='/path/to/weights.h5', or train from scratch with weights=None "
+            f"(--weights none)."
+        ) from error
+    backbone.trainable = bool(trainable_backbone)
+    # training=False keeps the backbone's batch norm in inference mode when it is frozen.
+    features = backbone(rgb, training=None if trainable_backbone else False)
+    features = layers.GlobalAveragePooling2D(name="pool")(features)
+    outputs = _head(features, dropout_rate)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def build_mobilenet_v3_small(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2,
+                             weights: str | None = "imagenet", trainable_backbone: bool | None = None):
+    """MobileNetV3Small backbone (about 0.9 M parameters without its top) with our head."""
+    import keras
+
+    return _build_transfer(keras.applications.MobileNetV3Small, "mobilenet_v3_small", input_shape,
+                           dropout_rate=dropout_rate, weights=weights,
+                           trainable_backbone=trainable_backbone, include_preprocessing=True)
+
+
+def build_efficientnet_b0(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2,
+                          weights: str | None = "imagenet", trainable_backbone: bool | None = None):
+    """EfficientNetB0 backbone (about 4 M parameters without its top) with our head."""
+    import keras
+
+    return _build_transfer(keras.applications.EfficientNetB0, "efficientnet_b0", input_shape,
+                           dropout_rate=dropout_rate, weights=weights,
+                           trainable_backbone=trainable_backbone)
+
+
+MODEL_BUILDERS: dict[str, Callable] = {
+    "seed": build_seed,
+    "fast": build_fast,
+    "mobilenet_v3_small": build_mobilenet_v3_small,
+    "efficientnet_b0": build_efficientnet_b0,
+}
+TRANSFER_MODELS = ("mobilenet_v3_small", "efficientnet_b0")
+MODEL_DESCRIPTIONS = {
+    "seed": "the tutorial's VGG-like network (4.3 M parameters, slow on a CPU)",
+    "fast": "a small depthwise-separable network for CPUs",
+    "mobilenet_v3_small": "MobileNetV3Small, ImageNet weights (transfer learning)",
+    "efficientnet_b0": "EfficientNetB0, ImageNet weights (transfer learning)",
+}
+
+
+def model_names() -> tuple[str, ...]:
+    """Names ``build_model`` accepts."""
+    return tuple(MODEL_BUILDERS)
+
+
+def build_model(name: str, input_shape=DEFAULT_INPUT_SHAPE, **settings: Any):
+    """Build the model registered as ``name`` (uncompiled) for ``input_shape`` = (height, width, 1).
+
+    ``settings`` go to the builder (``dropout_rate`` for all; ``width`` for "fast"; ``weights`` and
+    ``trainable_backbone`` for the transfer backbones). Raises ``CxrError`` for an unknown name.
+    """
+    if name not in MODEL_BUILDERS:
+        raise CxrError(f"Unknown model {name!r}; choose one of {', '.join(MODEL_BUILDERS)}.")
+    return MODEL_BUILDERS[name](input_shape, **settings)
+
+
+def compile_model(model, *, optimizer: str = "rmsprop", learning_rate=1e-3) -> None:
+    """Compile ``model`` with binary cross-entropy and the metrics the run history records.
+
+    ``learning_rate`` is a float or a ``keras.optimizers.schedules.LearningRateSchedule``.
+    """
+    import keras
+
+    optimizers = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
+                  "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9)}
+    if optimizer not in optimizers:
+        raise CxrError(f"Unknown optimizer {optimizer!r}; choose one of {', '.join(optimizers)}.")
+    model.compile(optimizer=optimizers[optimizer](learning_rate=learning_rate),
+                  loss="binary_crossentropy",
+                  metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")])
+
+
+def logit_model(model):
+    """A model sharing ``model``'s weights whose output is the pre-sigmoid logit (n, 1)."""
+    import keras
+
+    return keras.Model(model.inputs, model.get_layer(LOGIT_LAYER).output, name=f"{model.name}_logit")
+
+
+def count_multiply_adds(model) -> int:
+    """Approximate multiply-adds per image of the conv and dense layers (for the benchmark report)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            total += count_multiply_adds(layer)
+            continue
+        output_shape = getattr(layer, "output", None)
+        if output_shape is None:
+            continue
+        shape = layer.output.shape
+        if isinstance(layer, keras.layers.SeparableConv2D):
+            kernel_h, kernel_w = layer.kernel_size
+            channels_in = layer.depthwise_kernel.shape[2]
+            total += shape[1] * shape[2] * channels_in * (kernel_h * kernel_w + layer.filters)
+        elif isinstance(layer, keras.layers.DepthwiseConv2D):
+            kernel_h, kernel_w = layer.kernel_size
+            total += shape[1] * shape[2] * shape[3] * kernel_h * kernel_w
+        elif isinstance(layer, keras.layers.Conv2D):
+            kernel_h, kernel_w = layer.kernel_size
+            total += shape[1] * shape[2] * layer.kernel.shape[2] * layer.filters * kernel_h * kernel_w
+        elif isinstance(layer, keras.layers.Dense):
+            total += int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+    return int(total)
