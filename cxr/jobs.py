@@ -173,10 +173,14 @@ def stop(run_id: str | os.PathLike) -> str:
         raise RunError(f"Run {run_dir.name} is {state}, not queued or training; there is nothing to stop."
                        + (" Resume it with `python -m cxr train --resume RUN`." if state in RESUMABLE_STATES
                           else ""))
-    runs.request_stop(run_dir)
     if state == "running":
-        runs.write_status(run_dir, state="stopping", message="stop requested; finishing the current batch")
-        return "stopping"
+        # "stopping" is written before the stop file exists: the trainer only writes "stopped" after it
+        # has seen the file, so a late "stopping" can never overwrite a finished stop.
+        status = runs.write_status(run_dir, only_if_state=("running",), state="stopping",
+                                   message="stop requested; finishing the current batch")
+        runs.request_stop(run_dir)
+        return status["state"]
+    runs.request_stop(run_dir)
     return state
 
 

@@ -162,18 +162,30 @@ def new_run(dataset: Any, config: Any, *, run_dir: str | os.PathLike | None = No
     return path
 
 
-def write_status(run: str | os.PathLike, **fields: Any) -> dict:
-    """Merge ``fields`` into ``status.json`` (atomically, stamping ``updated``); return the new status."""
-    path = run_path(run) / STATUS_FILE
-    try:
-        status = _read_json(path)
-    except FileNotFoundError:
-        status = {}
-    status.update(fields)
-    status["updated"] = now_iso()
-    if status.get("state") not in STATES:
-        raise RunError(f"Unknown run state {status.get('state')!r}; expected one of {', '.join(STATES)}.")
-    atomic_write_json(path, status)
+def write_status(run: str | os.PathLike, *, only_if_state: tuple[str, ...] | None = None, **fields: Any) -> dict:
+    """Merge ``fields`` into ``status.json`` (atomically, stamping ``updated``); return the new status.
+
+    The read-merge-write runs under an exclusive lock on ``status.lock`` so that the trainer and the
+    process asking it to stop never interleave. With ``only_if_state``, nothing is written unless the
+    current state is one of those (the returned status is then the unchanged one).
+    """
+    import fcntl
+
+    folder = run_path(run)
+    path = folder / STATUS_FILE
+    with open(folder / "status.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            status = _read_json(path)
+        except FileNotFoundError:
+            status = {}
+        if only_if_state is not None and status.get("state") not in only_if_state:
+            return status
+        status.update(fields)
+        status["updated"] = now_iso()
+        if status.get("state") not in STATES:
+            raise RunError(f"Unknown run state {status.get('state')!r}; expected one of {', '.join(STATES)}.")
+        atomic_write_json(path, status)
     return status
 
 
