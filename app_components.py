@@ -1,0 +1,305 @@
+"""Streamlit helpers shared by the pages: session-state keys, cached models, error display, run look-ups.
+
+UI code only (it imports Streamlit); everything it shows comes from ``cxr``. Helpers that draw return
+plain values, never widgets, so pages stay readable top to bottom.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import statistics
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from cxr import paths
+
+LOGGER = logging.getLogger("cxr.app")
+
+# ----------------------------------------------------------------------------------------------------
+# Session-state keys: every key any page reads or writes, in one place so two pages never collide.
+KEY_DATASET = "dataset"  # name of the data set chosen on the Data page, preselected on Train
+KEY_DATA_TAB = "data_tab"  # the open tab of the Data page's explorer
+KEY_IMPORT_REPORT = "import_report"  # the last import's report (shown until the next import)
+KEY_FOLLOWED_RUN = "followed_run"  # run id the Train page follows
+KEY_PRESET = "preset"  # preset name whose values fill the Train page's widgets
+KEY_EVALUATION_RUN = "evaluation_run"  # run id shown on the Evaluate page
+KEY_THRESHOLD = "evaluation_threshold"  # the Evaluate page's threshold slider
+KEY_PREDICT_MODEL = "predict_model"  # model chosen on the Predict page (DEFAULT_MODEL or a run id)
+KEY_UPLOADS = "predict_uploads"  # the Predict page's file uploader
+KEY_PREDICTIONS = "predictions"  # {"signature": …, "results": [PredictionResult], "seconds": float}
+KEY_EXPLAIN = "predict_explain"  # heat map method on the Predict page
+KEY_SHOW_OVERLAY = "predict_show_overlay"  # heat map overlay toggle on the Predict page
+KEY_COMPARE_RUNS = "compare_runs"  # runs chosen for the comparison chart
+KEY_TRAIN_SETTINGS = "train_settings"  # copy of the Train page's settings, restored after visiting other pages
+SETTING_KEY_PREFIX = "setting_"  # Train page widgets: "setting_<TrainingConfig field>"
+
+DEFAULT_MODEL = "default"  # the Predict page's name for the bundled model
+ACTIVE_STATES = ("queued", "running", "stopping")
+RESUMABLE_STATES = ("stopped", "interrupted", "failed")
+DISCLAIMER = ("**Research and teaching tool, not a diagnostic device.** It was trained on one public set of "
+              "pediatric chest X-rays; its answers are not validated for clinical use and must never replace "
+              "a radiologist's reading.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Errors: a message meant for a person, never a traceback in the browser.
+
+
+def show_error(error: BaseException, action: str) -> None:
+    """Show ``error`` under ``action`` ("Importing the data set"): its message when it is a ``ValueError``
+    (``CxrError`` and settings errors are written for people), else a short note, the traceback going to
+    the server log only."""
+    if isinstance(error, ValueError):
+        st.error(f"{action} failed: {error}")
+    else:
+        LOGGER.error("%s failed", action, exc_info=error)
+        st.error(f"{action} failed unexpectedly ({type(error).__name__}). The details are in the server log; "
+                 f"try again, and report it if it happens again.")
+
+
+@contextlib.contextmanager
+def guarded(action: str) -> Iterator[None]:
+    """``with guarded("Loading the runs"):`` shows any exception raised inside as :func:`show_error` and
+    lets the page go on. Streamlit's own control flow (``st.rerun``, ``st.stop``) derives from
+    ``BaseException`` and passes through."""
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - the page must go on; the message says what failed
+        show_error(error, action)
+
+
+def run_page(page: Callable[[], None], *, title: str) -> None:
+    """Run a page's body; an unexpected exception becomes one short message instead of a stack trace."""
+    try:
+        page()
+    except Exception as error:  # noqa: BLE001
+        show_error(error, f"The {title} page")
+
+
+def disclaimer() -> None:
+    st.caption(DISCLAIMER)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading backend records that may be dataclasses or dicts.
+
+
+def field_of(record: Any, name: str, default: Any = None) -> Any:
+    """``record.name`` or ``record[name]``: run summaries and reports may be dataclasses or dicts."""
+    if isinstance(record, dict):
+        return record.get(name, default)
+    return getattr(record, name, default)
+
+
+def as_dict(record: Any) -> dict[str, Any]:
+    """A plain dict of a dataclass, an object with ``to_dict()``, or a dict."""
+    if record is None:
+        return {}
+    if isinstance(record, dict):
+        return dict(record)
+    if hasattr(record, "to_dict"):
+        return dict(record.to_dict())
+    if dataclasses.is_dataclass(record):
+        return dataclasses.asdict(record)
+    return dict(vars(record))
+
+
+def run_id_of(summary: Any) -> str:
+    """The id of a run from a ``RunSummary`` (or dict, or path)."""
+    for name in ("run_id", "id", "name"):
+        value = field_of(summary, name)
+        if value:
+            return str(value)
+    path = field_of(summary, "path")
+    if path:
+        return Path(path).name
+    return str(summary)
+
+
+def run_state_of(summary: Any) -> str:
+    state = field_of(summary, "state")
+    if state is None:
+        status = field_of(summary, "status") or {}
+        state = field_of(status, "state", "unknown")
+    return str(state)
+
+
+def list_runs() -> list[Any]:
+    """All runs (``cxr.runs.RunSummary``), newest first."""
+    from cxr import runs
+
+    return list(runs.list_runs())
+
+
+def list_dataset_names() -> list[str]:
+    from cxr import datasets
+
+    return [str(field_of(entry, "name")) for entry in datasets.list_datasets()]
+
+
+def run_has_model(run_id: str) -> bool:
+    from cxr import runs
+
+    return (Path(runs.run_path(run_id)) / "model.keras").is_file()
+
+
+def bundled_model_available() -> bool:
+    """Whether the repository ships a default model (``models/default/model.keras``)."""
+    return (paths.BUNDLED_MODEL_DIR / "model.keras").is_file()
+
+
+def finished_runs_with_model() -> list[str]:
+    """Ids of finished runs that left a ``model.keras``, newest first."""
+    found = []
+    for summary in list_runs():
+        run_id = run_id_of(summary)
+        if run_state_of(summary) == "finished" and run_has_model(run_id):
+            found.append(run_id)
+    return found
+
+
+def model_version(choice: str) -> float:
+    """Modification time of the model file behind ``choice`` (0 when absent): part of the cache key, so a
+    model file replaced on disk is loaded again instead of served stale."""
+    if choice == DEFAULT_MODEL:
+        path = paths.BUNDLED_MODEL_DIR / "model.keras"
+    else:
+        from cxr import runs
+
+        path = Path(runs.run_path(choice)) / "model.keras"
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# Models: loaded once per server process, shared by every session.
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model…")
+def load_predictor(choice: str, version: float):
+    """The ``cxr.predict.Predictor`` for ``choice`` (``DEFAULT_MODEL`` or a run id). ``version`` only
+    keys the cache (see :func:`model_version`); four models at most stay in memory."""
+    from cxr.predict import Predictor
+
+    del version
+    if choice == DEFAULT_MODEL:
+        return Predictor.default()
+    return Predictor.from_run(choice)
+
+
+def dataset_version(name: str) -> int:
+    """Modification time (ns) of a data set's ``dataset.json``: keys the cache, so a re-import under the same
+    name is read again."""
+    try:
+        return (paths.datasets_dir() / name / "dataset.json").stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the data set…")
+def load_dataset(name: str, version: int):
+    """The imported data set ``name`` (``cxr.datasets.Dataset``), shared by every session; two at most stay
+    in memory (Kermany at 150 px is about 120 MB)."""
+    from cxr import datasets
+
+    del version
+    return datasets.load_dataset(name)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``75`` -> ``"1 min 15 s"``; ``None`` -> ``"unknown"``."""
+    if seconds is None:
+        return "unknown"
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Time per epoch, before starting.
+
+
+def estimate_epoch_seconds(config: Any, num_train_images: int) -> tuple[float | None, str]:
+    """Seconds one epoch of ``config`` should take on ``num_train_images`` images, and how it was found.
+
+    Uses ``cxr.training.estimate_epoch_seconds(config, num_images)`` when the backend offers it; otherwise
+    scales the measured seconds per image of earlier runs of the same model and image size on this server
+    (their median), since that is what this machine really does. ``(None, reason)`` when nothing is known.
+    """
+    images = int(num_train_images)
+    if getattr(config, "max_batches_per_epoch", None):
+        images = min(images, int(config.max_batches_per_epoch) * int(config.batch_size))
+    if images <= 0:
+        return None, "the data set has no training images"
+    try:
+        from cxr import training
+
+        backend_estimate = getattr(training, "estimate_epoch_seconds", None)
+    except ImportError:
+        backend_estimate = None
+    if backend_estimate is not None:
+        return float(backend_estimate(config, images)), "estimated by cxr.training"
+
+    from cxr import datasets, runs
+
+    train_counts = {entry["name"]: sum(((entry.get("counts") or {}).get("train") or {}).values())
+                    for entry in datasets.list_datasets()}
+    per_image = []
+    for summary in list_runs():
+        run_id = run_id_of(summary)
+        try:
+            recorded = runs.read_config(run_id)
+            history = runs.read_history(run_id)
+        except (ValueError, OSError):
+            continue
+        training_settings = recorded.get("training", {})
+        if (training_settings.get("model") != config.model
+                or training_settings.get("image_size") != config.image_size or history.empty):
+            continue
+        run_images = train_counts.get(recorded.get("dataset"), 0)
+        if training_settings.get("max_batches_per_epoch"):
+            run_images = min(run_images, training_settings["max_batches_per_epoch"] * training_settings["batch_size"])
+        seconds = history["seconds"].dropna() if "seconds" in history else []
+        if run_images and len(seconds):
+            per_image.append(float(seconds.median()) / run_images)
+    if not per_image:
+        return None, "no earlier run of this model and image size on this server"
+    median = statistics.median(per_image)
+    return median * images, (f"from {len(per_image)} earlier run(s) of {config.model} at {config.image_size} px "
+                             f"on this server ({median * 1000:.1f} ms per image)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Augmentation preview.
+
+
+def augment_examples(image: Any, config: Any, *, count: int, seed: int) -> list:
+    """``count`` random augmentations of one (s, s) uint8 image with ``config``'s augmentation settings,
+    as (s, s) uint8 arrays. Uses the training pipeline's own layers (``cxr.training``) so the preview is
+    what training sees."""
+    import numpy as np
+
+    from cxr import training
+
+    backend = getattr(training, "augment_examples", None)
+    if backend is not None:
+        return list(backend(image, config, count=count, seed=seed))
+    augmentation = training.build_augmentation(config.replace(seed=int(seed)))
+    pixels = np.asarray(image, dtype=np.uint8)
+    if augmentation is None:  # every strength at 0: the image as it is
+        return [pixels.copy() for _ in range(count)]
+    batch = np.repeat(pixels[None, :, :, None], count, axis=0).astype("float32")
+    augmented = np.asarray(augmentation(batch, training=True))
+    return [np.clip(np.rint(one[..., 0]), 0, 255).astype(np.uint8) for one in augmented]

@@ -1,0 +1,230 @@
+"""Data: import a data set (server folder, .zip, .npz), then look at it: class balance, samples, sizes,
+intensities, and a preview of the training augmentation."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import app_components as ui
+from cxr import charts, datasets
+from cxr.config import (
+    CLASS_NAMES,
+    IMAGE_SIZE_RANGE,
+    ROTATION_RANGE,
+    SHIFT_RANGE,
+    ZOOM_RANGE,
+    DataConfig,
+    TrainingConfig,
+)
+
+SAMPLES_PER_CLASS = 6
+INTENSITY_SAMPLE = 300  # images per class for the intensity histogram: enough for a smooth curve, fast
+AUGMENTATIONS_SHOWN = 6
+DATA_TABS = ("Class balance", "Sample images", "Sizes and intensities", "Augmentation preview", "Import report")
+
+
+def import_section() -> None:
+    st.subheader("Bring a data set")
+    folder_tab, zip_tab, npz_tab = st.tabs(["Folder on the server", "Upload a .zip", "Upload a MedMNIST .npz"])
+    with folder_tab:
+        folder = st.text_input("Folder path on the server", placeholder="/data/chest_xray",
+                               help="A folder with train/ and test/ (optionally val/) sub-folders, each holding "
+                                    "normal/ and pneumonia/ (any case), or only normal/ and pneumonia/.")
+    with zip_tab:
+        zip_file = st.file_uploader("A .zip of a data folder", type=["zip"], key="data_zip_upload")
+    with npz_tab:
+        npz_file = st.file_uploader("A MedMNIST-style .npz (train_images, train_labels, test_images, test_labels)",
+                                    type=["npz"], key="data_npz_upload")
+    name_column, size_column = st.columns(2)
+    name = name_column.text_input("Name (optional)", help="Letters, digits, '.', '_' or '-'. Empty: made from the "
+                                                          "source's name and the image size.")
+    image_size = size_column.number_input("Image size (pixels, square)", min_value=IMAGE_SIZE_RANGE[0],
+                                          max_value=IMAGE_SIZE_RANGE[1], value=DataConfig().image_size, step=2,
+                                          help="Images are stored at this size; a model trains at the size of "
+                                               "its data set. 150 px is the tutorial's.")
+    if not st.button("Import", type="primary", icon=":material/upload:"):
+        return
+    sources = [source for source in (folder.strip(), zip_file, npz_file) if source]
+    if not sources:
+        st.error("Nothing to import: type a folder path on the server, or upload a .zip or an .npz file.")
+        return
+    if len(sources) > 1:
+        st.error("Several sources given: keep only one of the folder path, the .zip and the .npz, then import.")
+        return
+    source = sources[0]
+    bar = st.progress(0.0, text="Reading images…")
+
+    def progress(done: int, total: int) -> None:
+        bar.progress(done / max(total, 1), text=f"Read {done:,} of {total:,} images")
+
+    report = None
+    with ui.guarded("Importing the data set"):
+        config = DataConfig(image_size=int(image_size))
+        if isinstance(source, str):
+            report = datasets.import_dataset(Path(source).expanduser(), name=name.strip() or None, config=config,
+                                             progress=progress)
+        else:
+            report = datasets.read_upload(source.getvalue(), source.name, config=config, name=name.strip() or None,
+                                          progress=progress)
+    bar.empty()
+    if report is not None:
+        st.session_state[ui.KEY_IMPORT_REPORT] = ui.as_dict(report)
+        st.session_state[ui.KEY_DATASET] = ui.field_of(report, "name")
+        st.success(f"Imported data set **{ui.field_of(report, 'name')}**.")
+
+
+def show_report(report: dict) -> None:
+    """The import report: files read and kept, skipped files with the reason, duplicates, overlaps."""
+    skipped = report.get("skipped") or []
+    duplicate_groups = report.get("duplicate_groups") or []
+    columns = st.columns(4)
+    columns[0].metric("Files found", f"{report.get('num_files', 0):,}")
+    columns[1].metric("Images kept", f"{report.get('num_images', 0):,}")
+    columns[2].metric("Skipped (unreadable)", f"{len(skipped):,}")
+    columns[3].metric("Duplicate groups", f"{len(duplicate_groups):,}",
+                      help=f"{len(report.get('duplicates_removed') or []):,} extra copies removed")
+    seconds = report.get("seconds")
+    st.caption(f"Source: {report.get('source')} ({report.get('layout')} layout), {report.get('image_size')} px"
+               + (" — loaded from the cache" if report.get("from_cache") else
+                  (f" — {seconds:.1f} s" if isinstance(seconds, (int, float)) else "")))
+    if skipped:
+        st.markdown("**Skipped files and why**")
+        st.dataframe(pd.DataFrame(skipped), hide_index=True, height=min(400, 38 + 35 * len(skipped)))
+    if duplicate_groups:
+        with st.expander(f"{len(duplicate_groups)} group(s) of byte-identical files"):
+            st.dataframe(pd.DataFrame({"files": [", ".join(group) for group in duplicate_groups]}), hide_index=True)
+    overlap = report.get("overlap_removed") or []
+    if overlap:
+        st.info(f"{len(overlap):,} training image(s) removed because their patient also appears in the test split.")
+    ignored = report.get("ignored") or []
+    if ignored:
+        with st.expander(f"{len(ignored)} entry(ies) ignored (not part of the data set)"):
+            st.write(", ".join(ignored[:200]))
+
+
+def sample_gallery(dataset) -> None:
+    split = st.selectbox("Split", dataset.splits, key="data_gallery_split")
+    images, labels = dataset.images(split), dataset.labels(split)
+    generator = np.random.default_rng(st.session_state.get("data_gallery_seed", 0))
+    if st.button("Other samples", icon=":material/shuffle:"):
+        st.session_state["data_gallery_seed"] = int(generator.integers(1 << 30))
+        generator = np.random.default_rng(st.session_state["data_gallery_seed"])
+    for label, class_name in enumerate(CLASS_NAMES):
+        indices = np.flatnonzero(labels == label)
+        st.markdown(f"**{class_name}** ({len(indices):,} images in {split})")
+        if len(indices) == 0:
+            st.caption("none")
+            continue
+        chosen = generator.choice(indices, size=min(SAMPLES_PER_CLASS, len(indices)), replace=False)
+        files = dataset.manifest[dataset.manifest["split"] == split]["file"].tolist()
+        captions = [files[i] if i < len(files) else f"#{i}" for i in chosen]
+        st.image([images[i] for i in chosen], caption=captions, width=150)
+
+
+def distributions(dataset) -> None:
+    manifest = dataset.manifest
+    sized = None
+    if {"width", "height"} <= set(manifest.columns):
+        sized = manifest[(manifest["width"] > 0) & (manifest["height"] > 0)]
+    if sized is not None and len(sized):
+        st.altair_chart(charts.image_size_chart(sized), width="stretch")
+        st.caption(f"Original sizes: width {int(sized['width'].min())}–{int(sized['width'].max())} px, height "
+                   f"{int(sized['height'].min())}–{int(sized['height'].max())} px; every image is stored at "
+                   f"{dataset.image_size} px.")
+    else:
+        st.caption("Original sizes are not known for this data set (an .npz stores only the resized images).")
+    split = "train" if "train" in dataset.splits else dataset.splits[0]
+    images, labels = dataset.images(split), dataset.labels(split)
+    generator = np.random.default_rng(0)
+    chosen = np.concatenate([generator.choice(np.flatnonzero(labels == label),
+                                              size=min(INTENSITY_SAMPLE, int((labels == label).sum())), replace=False)
+                             for label in (0, 1) if (labels == label).any()])
+    frame = charts.intensity_frame(images[chosen], labels[chosen])
+    st.altair_chart(charts.intensity_chart(frame), width="stretch")
+    st.caption(f"Intensities of up to {INTENSITY_SAMPLE} {split} images per class.")
+
+
+def augmentation_settings() -> TrainingConfig:
+    """The augmentation settings chosen on the Train page in this session, else the defaults."""
+    saved = st.session_state.get(ui.KEY_TRAIN_SETTINGS) or {}
+    names = ("rotation_degrees", "zoom", "width_shift", "height_shift", "horizontal_flip")
+    chosen = {name: saved[ui.SETTING_KEY_PREFIX + name] for name in names if ui.SETTING_KEY_PREFIX + name in saved}
+    try:
+        return TrainingConfig().replace(**chosen)
+    except ValueError:
+        return TrainingConfig()
+
+
+def augmentation_preview(dataset) -> None:
+    defaults = augmentation_settings()
+    st.caption("Starts from the augmentation settings of the Train page; changes here are for the preview only.")
+    columns = st.columns(5)
+    rotation = columns[0].slider("Rotation (± degrees)", *ROTATION_RANGE, value=defaults.rotation_degrees, step=5.0)
+    zoom = columns[1].slider("Zoom (±)", *ZOOM_RANGE, value=defaults.zoom, step=0.05)
+    width_shift = columns[2].slider("Width shift (±)", *SHIFT_RANGE, value=defaults.width_shift, step=0.05)
+    height_shift = columns[3].slider("Height shift (±)", *SHIFT_RANGE, value=defaults.height_shift, step=0.05)
+    flip = columns[4].toggle("Horizontal flip", value=defaults.horizontal_flip)
+    split = "train" if "train" in dataset.splits else dataset.splits[0]
+    images = dataset.images(split)
+    index = st.number_input(f"Image number in {split}", min_value=0, max_value=len(images) - 1, value=0)
+    config = defaults.replace(image_size=dataset.image_size, rotation_degrees=rotation, zoom=zoom,
+                              width_shift=width_shift, height_shift=height_shift, horizontal_flip=flip)
+    seed = st.session_state.get("data_augmentation_seed", 0)
+    if st.button("New random augmentations", icon=":material/shuffle:"):
+        seed = int(np.random.default_rng().integers(1 << 30))
+        st.session_state["data_augmentation_seed"] = seed
+    with st.spinner("Augmenting…"):
+        augmented = ui.augment_examples(images[int(index)], config, count=AUGMENTATIONS_SHOWN, seed=seed)
+    st.image([images[int(index)]] + list(augmented), caption=["original"] + [f"random {i + 1}" for i in
+                                                                            range(len(augmented))], width=150)
+
+
+def explore_section() -> None:
+    st.subheader("Look at a data set")
+    entries = datasets.list_datasets()
+    if not entries:
+        st.info("No data set imported yet. Import one above: a folder on the server (for example the Kaggle "
+                "chest_xray folder), a .zip of such a folder, or a MedMNIST-style .npz.")
+        return
+    names = [entry["name"] for entry in entries]
+    wanted = st.session_state.get(ui.KEY_DATASET)
+    name = st.selectbox("Data set", names, index=names.index(wanted) if wanted in names else 0)
+    st.session_state[ui.KEY_DATASET] = name
+    dataset = ui.load_dataset(name, ui.dataset_version(name))
+    # Lazy tabs (on_change="rerun"): only the open tab runs, so the page does not load TensorFlow for the
+    # augmentation preview, or decode every split for the gallery, until someone asks for it.
+    balance_tab, samples_tab, distribution_tab, augmentation_tab, report_tab = st.tabs(
+        list(DATA_TABS), key=ui.KEY_DATA_TAB, on_change="rerun")
+    if balance_tab.open:
+        with balance_tab, ui.guarded("Drawing the class balance"):
+            counts = dataset.class_counts()
+            st.altair_chart(charts.class_balance_chart(counts), width="stretch")
+            table = counts.pivot(index="split", columns="class", values="count").reindex(list(dataset.splits))
+            st.dataframe(table, width="content")
+    if samples_tab.open:
+        with samples_tab, ui.guarded("Showing sample images"):
+            sample_gallery(dataset)
+    if distribution_tab.open:
+        with distribution_tab, ui.guarded("Drawing the distributions"):
+            distributions(dataset)
+    if augmentation_tab.open:
+        with augmentation_tab, ui.guarded("Previewing the augmentation"):
+            augmentation_preview(dataset)
+    if report_tab.open:
+        with report_tab, ui.guarded("Showing the import report"):
+            show_report(ui.as_dict(dataset.report))
+
+
+def main() -> None:
+    st.title("Data")
+    import_section()
+    report = st.session_state.get(ui.KEY_IMPORT_REPORT)
+    if report:
+        with st.expander(f"Last import: {report.get('name')}", expanded=True):
+            show_report(report)
+    explore_section()
+
+
+ui.run_page(main, title="Data")

@@ -1,0 +1,227 @@
+"""Evaluate: pick a run and read its evaluation: report, confusion matrix, ROC and PR curves, a threshold
+slider, calibration, the misclassified images with heat maps, the model card, and downloads."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import app_components as ui
+from cxr import calibration, charts, evaluation, explain, runs
+from cxr.config import CLASS_NAMES
+
+SPLIT_TITLES = {"test": "Test (for reporting)", "val": "Validation (the threshold was chosen here)"}
+MISCLASSIFIED_SHOWN = 12  # the most confident mistakes: enough to see a pattern, quick to explain
+OVERLAY_ALPHA = 0.4
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def read_predictions(run_id: str, version: float) -> pd.DataFrame:
+    """``predictions.csv`` of a run (split, index, y_true, y_score); ``version`` (mtime) keys the cache."""
+    del version
+    return pd.read_csv(Path(runs.run_path(run_id)) / "predictions.csv")
+
+
+def choose_run() -> str | None:
+    summaries = ui.list_runs()
+    if not summaries:
+        st.info("No training run yet: train a model on the Train page, then evaluate it here.")
+        st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
+        return None
+    ids = [ui.run_id_of(summary) for summary in summaries]
+    states = {ui.run_id_of(summary): ui.run_state_of(summary) for summary in summaries}
+    evaluated = [run_id for run_id in ids if (Path(runs.run_path(run_id)) / "metrics.json").is_file()]
+    wanted = st.session_state.get(ui.KEY_EVALUATION_RUN)
+    if wanted not in ids:
+        wanted = evaluated[0] if evaluated else ids[0]
+    run_id = st.selectbox("Run", ids, index=ids.index(wanted), format_func=lambda run: f"{run} ({states[run]})")
+    st.session_state[ui.KEY_EVALUATION_RUN] = run_id
+    return run_id
+
+
+def point_at(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> dict:
+    counts = evaluation.confusion_counts(y_true, y_score, threshold)
+    tp, fp, tn, fn = counts["tp"], counts["fp"], counts["tn"], counts["fn"]
+    return {"fpr": fp / (fp + tn) if fp + tn else 0.0, "tpr": tp / (tp + fn) if tp + fn else 0.0,
+            "precision": tp / (tp + fp) if tp + fp else 1.0, "specificity": tn / (tn + fp) if tn + fp else 0.0,
+            "counts": counts}
+
+
+def threshold_section(y_true: np.ndarray, y_score: np.ndarray, saved: float, rule: str) -> float:
+    st.markdown("**Threshold**")
+    slider_key = f"{ui.KEY_THRESHOLD}_{st.session_state.get(ui.KEY_EVALUATION_RUN)}"
+    threshold = st.slider("Call pneumonia when P(pneumonia) ≥", 0.0, 1.0, value=float(round(saved, 2)), step=0.01,
+                          key=slider_key, help=f"The run's saved threshold is {saved:.3f} ({rule}, chosen on "
+                                               "validation). Move it to see the trade-off; the saved one is marked.")
+    now, at_saved = point_at(y_true, y_score, threshold), point_at(y_true, y_score, saved)
+    columns = st.columns(4)
+    def change(key: str) -> str | None:
+        difference = 100 * (now[key] - at_saved[key])
+        return f"{difference:+.1f} pts vs saved" if abs(difference) >= 0.05 else None
+
+    columns[0].metric("Sensitivity (pneumonia recall)", f"{100 * now['tpr']:.1f} %", delta=change("tpr"))
+    columns[1].metric("Specificity (normal recall)", f"{100 * now['specificity']:.1f} %", delta=change("specificity"))
+    accuracy = (now["counts"]["tp"] + now["counts"]["tn"]) / max(len(y_true), 1)
+    columns[2].metric("Accuracy", f"{100 * accuracy:.1f} %")
+    columns[3].metric("Saved threshold", f"{saved:.3f}", help=rule)
+    return threshold
+
+
+def evaluation_section(run_id: str, metrics: dict) -> None:
+    path = Path(runs.run_path(run_id))
+    predictions = read_predictions(run_id, (path / "predictions.csv").stat().st_mtime)
+    splits = [split for split in ("test", "val") if (predictions["split"] == split).any()]
+    split = st.radio("Split", splits, format_func=lambda name: SPLIT_TITLES.get(name, name), horizontal=True)
+    part = predictions[predictions["split"] == split]
+    y_true = part["y_true"].to_numpy(dtype=np.int64)
+    y_score = part["y_score"].to_numpy(dtype=np.float64)
+    saved = float(metrics.get("threshold", evaluation.DEFAULT_THRESHOLD))
+    rule = str(metrics.get("threshold_rule", "?"))
+    threshold = threshold_section(y_true, y_score, saved, rule)
+
+    report_column, matrix_column = st.columns([3, 2])
+    with report_column:
+        st.markdown(f"**Classification report** ({len(y_true):,} images, threshold {threshold:.2f})")
+        report = evaluation.classification_report(y_true, y_score, threshold)
+        st.dataframe(report.style.format({"precision": "{:.3f}", "recall": "{:.3f}", "f1-score": "{:.3f}"}))
+        summary = metrics.get("test" if split == "test" else "validation") or {}
+        auc = (summary.get("auc") or {})
+        if auc.get("value") is not None:
+            interval = (f" (95 % interval {auc['low']:.3f}–{auc['high']:.3f})"
+                        if auc.get("low") is not None and auc.get("high") is not None else "")
+            st.caption(f"ROC AUC {auc['value']:.3f}{interval}; temperature {metrics.get('temperature', 1.0):.2f}.")
+    with matrix_column:
+        matrix = evaluation.confusion_matrix(y_true, y_score, threshold).to_numpy()
+        st.altair_chart(charts.confusion_matrix_chart(matrix, title=f"Confusion matrix at {threshold:.2f}"))
+
+    now, at_saved = point_at(y_true, y_score, threshold), point_at(y_true, y_score, saved)
+    roc_column, pr_column, calibration_column = st.columns(3)
+    with roc_column:
+        roc = evaluation.roc_curve(y_true, y_score).dropna()
+        if len(roc) > 1:
+            st.altair_chart(charts.roc_chart(
+                roc["false_positive_rate"], roc["true_positive_rate"], auc=evaluation.roc_auc(y_true, y_score),
+                points={f"saved {saved:.2f}": (at_saved["fpr"], at_saved["tpr"]),
+                        f"slider {threshold:.2f}": (now["fpr"], now["tpr"])}), width="stretch")
+        else:
+            st.caption("No ROC curve: this split holds one class only.")
+    with pr_column:
+        pr = evaluation.precision_recall_curve(y_true, y_score).dropna()
+        if len(pr) > 1:
+            st.altair_chart(charts.precision_recall_chart(
+                pr["recall"], pr["precision"], average_precision=evaluation.average_precision(y_true, y_score),
+                points={f"saved {saved:.2f}": (at_saved["tpr"], at_saved["precision"]),
+                        f"slider {threshold:.2f}": (now["tpr"], now["precision"])}), width="stretch")
+        else:
+            st.caption("No precision-recall curve: this split has no pneumonia case.")
+    with calibration_column:
+        reliability = calibration.reliability_curve(y_true, y_score)
+        if len(reliability):
+            st.altair_chart(charts.calibration_chart(reliability["mean_score"], reliability["fraction_positive"],
+                                                     counts=reliability["count"]), width="stretch")
+            st.caption(f"Expected calibration error {calibration.expected_calibration_error(y_true, y_score):.3f} "
+                       "(after temperature scaling).")
+
+    with st.expander("Misclassified images", expanded=False), ui.guarded("Showing the misclassified images"):
+        misclassified_section(run_id, part, threshold, split)
+
+
+def misclassified_section(run_id: str, part: pd.DataFrame, threshold: float, split: str) -> None:
+    predicted = (part["y_score"] >= threshold).astype(int)
+    wrong = part[predicted != part["y_true"]].copy()
+    if wrong.empty:
+        st.success(f"No misclassified {split} image at threshold {threshold:.2f}.")
+        return
+    # The most confident mistakes first: they say most about what the model gets wrong.
+    wrong["confidence"] = np.where(wrong["y_true"] == 1, 1 - wrong["y_score"], wrong["y_score"])
+    wrong = wrong.sort_values("confidence", ascending=False).head(MISCLASSIFIED_SHOWN)
+    st.caption(f"{int((predicted != part['y_true']).sum())} misclassified at {threshold:.2f}; the "
+               f"{len(wrong)} most confident mistakes:")
+    dataset_name = runs.read_config(run_id).get("dataset")
+    dataset = ui.load_dataset(dataset_name, ui.dataset_version(dataset_name))
+    # predictions.csv indexes the split as training saw it; show pictures only when the stored split is
+    # still that one (same size, same labels), never someone else's image under this caption.
+    same_split = split in dataset.splits and len(dataset.labels(split)) == len(part)
+    if same_split:
+        labels = np.asarray(dataset.labels(split))
+        same_split = bool((labels[part["index"].to_numpy(dtype=int)] == part["y_true"].to_numpy()).all())
+    if not same_split:
+        st.caption(f"The {split} images of data set {dataset_name!r} are not the ones this run was evaluated on "
+                   "(re-imported or carved at training time), so they are not shown.")
+        st.dataframe(wrong[["index", "y_true", "y_score"]], hide_index=True)
+        return
+    images = dataset.images(split)
+    with_heatmaps = st.toggle("Heat maps (Grad-CAM)", value=False, key=f"evaluate_heatmaps_{run_id}",
+                              help="Loads the run's model; a few seconds the first time.")
+    chosen = [images[int(index)] for index in wrong["index"]]
+    if with_heatmaps:
+        predictor = ui.load_predictor(run_id, ui.model_version(run_id))
+        with st.spinner("Computing heat maps…"):
+            results = predictor.predict(chosen, names=[f"#{int(index)}" for index in wrong["index"]],
+                                        explain="gradcam")
+        chosen = [explain.overlay(result.image, result.heatmap, alpha=OVERLAY_ALPHA)
+                  if result.heatmap is not None else result.image for result in results]
+    columns = st.columns(4)
+    for position, ((_, row), image) in enumerate(zip(wrong.iterrows(), chosen, strict=True)):
+        caption = f"#{int(row['index'])}: true {CLASS_NAMES[int(row['y_true'])]}, P(pneumonia) {row['y_score']:.2f}"
+        columns[position % 4].image(image, caption=caption, width="stretch")
+
+
+def downloads_section(run_id: str, metrics: dict) -> None:
+    path = Path(runs.run_path(run_id))
+    rows = []
+    for split_name in ("validation", "test"):
+        summary = metrics.get(split_name) or {}
+        for name, value in summary.items():
+            if isinstance(value, dict) and "value" in value:
+                rows.append({"split": split_name, "metric": name, "value": value["value"],
+                             "low": value.get("low"), "high": value.get("high")})
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                rows.append({"split": split_name, "metric": name, "value": value, "low": None, "high": None})
+    columns = st.columns(3)
+    columns[0].download_button("Metrics (CSV)", pd.DataFrame(rows).to_csv(index=False).encode(),
+                               file_name=f"{run_id}-metrics.csv", mime="text/csv", on_click="ignore",
+                               icon=":material/download:")
+    columns[1].download_button("Metrics (JSON)", json.dumps(metrics, indent=2).encode(),
+                               file_name=f"{run_id}-metrics.json", mime="application/json", on_click="ignore",
+                               icon=":material/download:")
+    if (path / "predictions.csv").is_file():
+        columns[2].download_button("Predictions (CSV)", (path / "predictions.csv").read_bytes(),
+                                   file_name=f"{run_id}-predictions.csv", mime="text/csv", on_click="ignore",
+                                   icon=":material/download:")
+
+
+def main() -> None:
+    st.title("Evaluate")
+    run_id = choose_run()
+    if run_id is None:
+        return
+    status = runs.read_status(run_id)
+    metrics = runs.read_metrics(run_id)
+    if status.get("state") == "failed":
+        st.error(f"Run {run_id} failed: {status.get('error') or status.get('message') or 'no reason recorded'}. "
+                 "It has no evaluation; resume it on the Train page or start a new run.")
+    if metrics is None:
+        if status.get("state") in ui.ACTIVE_STATES:
+            st.info(f"Run {run_id} is still {status.get('state')}: its evaluation appears when training ends.")
+        elif status.get("state") != "failed":
+            st.warning(f"Run {run_id} ({status.get('state')}) has no evaluation (metrics.json). Only a run that "
+                       "finished training is evaluated; resume it on the Train page.")
+        return
+    for note in metrics.get("notes") or []:
+        st.caption(f"Note: {note}")
+    if not (Path(runs.run_path(run_id)) / "predictions.csv").is_file():
+        st.warning("This run has metrics but no predictions.csv, so the curves cannot be drawn.")
+    else:
+        evaluation_section(run_id, metrics)
+    card = Path(runs.run_path(run_id)) / "model_card.md"
+    if card.is_file():
+        with st.expander("Model card"):
+            st.markdown(card.read_text(encoding="utf-8"))
+    st.markdown("**Downloads**")
+    downloads_section(run_id, metrics)
+
+
+ui.run_page(main, title="Evaluate")

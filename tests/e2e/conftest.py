@@ -1,0 +1,160 @@
+"""Browser tests: start the real app (``streamlit run``) on a free port with its own CXR_HOME, and drive it
+with Playwright in Debian's headless Chromium (``/usr/bin/chromium``; Playwright never downloads one).
+
+Without Chromium the tests skip, unless the ``CI`` variable is set: CI must run them, so there they fail.
+Screenshots go to ``test-artifacts/screenshots/`` and measured times to ``test-artifacts/timings.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from browser_helpers import ARTIFACTS, TIMINGS, record_timing, screenshot
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path(os.environ.get("CXR_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+SERVER_START_TIMEOUT = 60  # seconds for /_stcore/health to answer on a busy two-core machine
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if TIMINGS:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / "timings.json"
+        existing = json.loads(path.read_text()) if path.exists() else {}
+        existing.update(TIMINGS)
+        path.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium chromium-driver)."
+        if os.environ.get("CI"):
+            pytest.fail(message + " CI must run the browser tests.")
+        pytest.skip(message)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed; CI must run the browser tests (pip install playwright).")
+        pytest.skip("playwright is not installed")
+    return str(CHROMIUM)
+
+
+@pytest.fixture(scope="session")
+def cxr_home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cxr-home")
+
+
+def stop_active_runs(home: Path) -> None:
+    """End training processes the tests started (by their pid in status.json) so none outlives the tests."""
+    for status_file in (home / "runs").glob("*/status.json"):
+        try:
+            status = json.loads(status_file.read_text())
+        except (OSError, ValueError):
+            continue
+        pid = status.get("pid")
+        if status.get("state") in ("queued", "running", "stopping") and isinstance(pid, int) and pid > 0:
+            (status_file.parent / "stop").write_text("end of tests\n")
+            try:
+                os.kill(pid, 15)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+@pytest.fixture(scope="session")
+def app_server(chromium_path, cxr_home):
+    """The app served by ``streamlit run streamlit_app.py``; yields its base URL."""
+    port = free_port()
+    environment = dict(os.environ, CXR_HOME=str(cxr_home), PYTHONUNBUFFERED="1")
+    log_path = ARTIFACTS / "streamlit-server.log"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "w")  # noqa: SIM115 - closed in the teardown below
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+         "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+        cwd=REPO_ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {process.returncode}; see {log_path}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not answer /_stcore/health in {SERVER_START_TIMEOUT} s")
+            time.sleep(0.1)
+        record_timing("server_health_ok_seconds", time.perf_counter() - started)
+        yield {"url": url, "started": started, "process": process}
+    finally:
+        stop_active_runs(cxr_home)
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser(chromium_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def first_page_seconds(app_server, browser) -> float:
+    """Time from ``streamlit run`` to the Home page rendered in the browser (measured once per session)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(app_server["url"])
+    page.get_by_role("heading", name="Chest X-ray classifier").wait_for(timeout=60_000)
+    seconds = time.perf_counter() - app_server["started"]
+    record_timing("streamlit_run_to_first_page_seconds", seconds)
+    page.close()
+    return seconds
+
+
+@pytest.fixture
+def page(request, browser, app_server, first_page_seconds):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    yield page
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        screenshot(page, f"failed-{request.node.name}")  # what the browser showed when the test failed
+    context.close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+

@@ -1,0 +1,166 @@
+"""The Evaluate page (AppTest): no run yet, a failed run, a running run, a finished run with hand-computed
+sensitivity/specificity under the threshold slider, misclassified images (heat maps patched), downloads, and
+a run finalized by the real cxr.evaluation.finalize_run."""
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import app_components as ui
+from cxr import datasets, evaluation, runs
+from cxr.config import DataConfig, TrainingConfig
+from cxr.predict import PredictionResult
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Test split: 4 normal, 4 pneumonia. At 0.5: normal .6 is a false positive, pneumonia .4 a false negative.
+TEST_TRUE = [0, 0, 0, 0, 1, 1, 1, 1]
+TEST_SCORE = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return tmp_path
+
+
+def import_tiny_dataset(tmp_path: Path) -> None:
+    generator = np.random.default_rng(0)
+    arrays = {"train_images": generator.integers(0, 255, (8, 32, 32), dtype=np.uint8),
+              "train_labels": np.arange(8) % 2,
+              "test_images": generator.integers(0, 255, (8, 32, 32), dtype=np.uint8),
+              "test_labels": np.array(TEST_TRUE)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    (tmp_path / "tiny.npz").write_bytes(buffer.getvalue())
+    datasets.import_dataset(tmp_path / "tiny.npz", name="tiny", config=DataConfig(image_size=32))
+
+
+def make_run(state: str, **status) -> str:
+    path = runs.new_run("tiny", TrainingConfig(image_size=32, epochs=2))
+    runs.write_status(path, state=state, **status)
+    return path.name
+
+
+def write_evaluation(run_id: str, threshold: float = 0.5) -> None:
+    """metrics.json and predictions.csv as the run-directory contract describes them."""
+    path = runs.run_path(run_id)
+    frame = pd.DataFrame({"split": "test", "index": range(len(TEST_TRUE)), "y_true": TEST_TRUE,
+                          "y_score": TEST_SCORE})
+    frame.to_csv(path / "predictions.csv", index=False)
+    metrics = {"threshold": threshold, "threshold_rule": "youden", "temperature": 1.0,
+               "validation": {}, "test": evaluation.binary_metrics(TEST_TRUE, TEST_SCORE, threshold,
+                                                                   bootstrap_resamples=50)}
+    runs.atomic_write_json(path / "metrics.json", metrics)
+    (path / "model_card.md").write_text("# Model card\n\nIntended use: teaching.\n")
+
+
+def open_evaluate_page() -> AppTest:
+    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("pages/evaluate.py")
+    at.run()
+    assert not at.exception
+    return at
+
+
+def metric(at, label: str) -> str:
+    return next(item.value for item in at.metric if item.label == label)
+
+
+def test_without_runs_the_page_points_to_training(home):
+    at = open_evaluate_page()
+    assert any("No training run yet" in info.value for info in at.info)
+
+
+def test_a_failed_run_shows_why_and_no_evaluation(home):
+    make_run("failed", error="the data set 'tiny' has one class in validation")
+    at = open_evaluate_page()
+    messages = [error.value for error in at.error]
+    assert len(messages) == 1 and "one class in validation" in messages[0]
+    assert not at.slider
+
+
+def test_a_running_run_says_the_evaluation_comes_later(home):
+    make_run("running", pid=os.getpid())
+    at = open_evaluate_page()
+    assert any("still running" in info.value for info in at.info)
+
+
+def test_threshold_slider_updates_sensitivity_specificity_and_matrix(home):
+    import_tiny_dataset(home)
+    run_id = make_run("finished")
+    write_evaluation(run_id)
+    at = open_evaluate_page()
+    assert not [error.value for error in at.error]
+    assert metric(at, "Sensitivity (pneumonia recall)") == "75.0 %"
+    assert metric(at, "Specificity (normal recall)") == "75.0 %"
+    assert metric(at, "Saved threshold") == "0.500"
+    report = at.dataframe[0].value
+    assert report.loc["pneumonia", "recall"] == pytest.approx(0.75)
+    # confusion matrix, ROC, PR and calibration charts
+    assert len(at.get("vega_lite_chart")) == 4
+
+    at.slider[0].set_value(0.35)
+    at.run()
+    assert metric(at, "Sensitivity (pneumonia recall)") == "100.0 %"
+    assert metric(at, "Specificity (normal recall)") == "75.0 %"
+    assert metric(at, "Accuracy") == "87.5 %"
+    matrix_spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert "0.35" in json.dumps(matrix_spec.get("title"))
+
+    # Downloads: metrics CSV and JSON, predictions CSV; the model card is shown.
+    assert len(at.get("download_button")) == 3
+    assert any("Intended use: teaching." in markdown.value for markdown in at.markdown)
+
+
+def test_misclassified_images_with_heat_maps(home, monkeypatch):
+    import_tiny_dataset(home)
+    run_id = make_run("finished")
+    write_evaluation(run_id)
+
+    class FakePredictor:
+        def predict(self, sources, *, names=None, explain=None):
+            assert explain == "gradcam"
+            return [PredictionResult(name=name, probability=0.5, label="normal", threshold=0.5, image=image,
+                                     heatmap=np.ones(image.shape, np.float32)) for image, name in zip(sources, names,
+                                                                                                      strict=True)]
+
+    monkeypatch.setattr(ui, "load_predictor", lambda choice, version: FakePredictor())
+    at = open_evaluate_page()
+    assert any("2 misclassified at 0.50" in caption.value for caption in at.caption)
+    images = at.get("image")
+    assert len(images) == 2
+    next(toggle for toggle in at.toggle if toggle.label == "Heat maps (Grad-CAM)").set_value(True)
+    at.run()
+    assert not [error.value for error in at.error]
+    assert len(at.get("image")) == 2
+
+
+def test_a_run_finalized_by_the_real_evaluation_renders(home):
+    import_tiny_dataset(home)
+    run_id = make_run("finished")
+    generator = np.random.default_rng(0)
+    val_true = np.array([0, 1] * 10)
+    evaluation.finalize_run(runs.run_path(run_id), val_true=val_true,
+                            val_score=np.clip(val_true * 0.6 + generator.random(20) * 0.4, 0, 1),
+                            test_true=np.array(TEST_TRUE), test_score=np.array(TEST_SCORE))
+    at = open_evaluate_page()
+    assert not [error.value for error in at.error], [error.value for error in at.error]
+    assert len(at.get("vega_lite_chart")) == 4
+    at.radio[0].set_value("val")
+    at.run()
+    assert not [error.value for error in at.error]
+    assert at.dataframe[0].value.loc["accuracy", "support"] == 20
+    # These 20 validation scores do not belong to the data set's 2-image val split: no pictures shown.
+    assert any("are not the ones this run was evaluated on" in caption.value for caption in at.caption)
+    assert not at.get("image")

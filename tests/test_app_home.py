@@ -1,0 +1,83 @@
+"""The entry point and the Home page (AppTest): navigation, the state at a glance, and a backend error that
+must not take the page down."""
+
+import os
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from cxr import paths, runs
+from cxr.config import TrainingConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAGES = ("pages/home.py", "pages/data.py", "pages/train.py", "pages/evaluate.py", "pages/predict.py")
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
+    monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
+    st.cache_resource.clear()
+    st.cache_data.clear()
+    return tmp_path
+
+
+def open_app() -> AppTest:
+    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def metrics(at) -> dict[str, str]:
+    return {metric.label: metric.value for metric in at.metric}
+
+
+def test_every_page_opens_on_an_empty_home_without_errors(home):
+    at = open_app()
+    for page in PAGES:
+        at.switch_page(page)
+        at.run()
+        assert not at.exception, page
+        assert not at.error, (page, [error.value for error in at.error])
+        assert at.title, page
+
+
+def test_home_on_a_fresh_machine_says_what_to_do_first(home):
+    at = open_app()
+    assert at.title[0].value == "Chest X-ray classifier"
+    assert metrics(at) == {"Data sets imported": "0", "Models available": "0", "Training": "idle"}
+    assert any("not a diagnostic device" in warning.value for warning in at.warning)
+    assert any("No data set yet" in info.value for info in at.info)
+    assert any("No model is available yet" in warning.value for warning in at.warning)
+    assert len(at.get("page_link")) == 4
+
+
+def test_home_counts_data_models_and_the_running_training(home):
+    (home / "home" / "datasets" / "tiny").mkdir(parents=True)
+    (home / "home" / "datasets" / "tiny" / "dataset.json").write_text('{"name": "tiny", "image_size": 32}')
+    finished = runs.new_run("tiny", TrainingConfig(image_size=32))
+    runs.write_status(finished, state="finished")
+    (finished / "model.keras").write_bytes(b"model")
+    running = runs.new_run("tiny", TrainingConfig(image_size=32))
+    runs.write_status(running, state="running", pid=os.getpid())
+    at = open_app()
+    assert metrics(at) == {"Data sets imported": "1", "Models available": "1", "Training": "1 active"}
+    assert not at.info
+
+
+def test_a_backend_failure_is_a_message_not_a_crash(home, monkeypatch):
+    def broken():
+        raise OSError("disk unavailable")
+
+    monkeypatch.setattr(runs, "list_runs", broken)
+    at = open_app()
+    assert not at.exception
+    messages = [error.value for error in at.error]
+    assert len(messages) == 1 and "Reading the training runs failed unexpectedly (OSError)" in messages[0]
+    # No traceback or internal message in the browser; the rest of the page is there.
+    assert "disk unavailable" not in messages[0]
+    assert metrics(at)["Data sets imported"] == "0"
