@@ -223,6 +223,8 @@ def render_markdown(card: dict[str, Any]) -> str:
             "width_shift",
             "height_shift",
             "horizontal_flip",
+            "brightness",
+            "contrast",
             "seed",
         )
         settings = ", ".join(f"{key} {card['settings'][key]}" for key in shown if key in card["settings"])

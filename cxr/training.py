@@ -191,7 +191,8 @@ def build_augmentation(config: TrainingConfig):
     """The tutorial's augmentation as Keras preprocessing layers, or ``None`` when every strength is 0.
 
     Rotation ±``rotation_degrees``, zoom ±``zoom`` (height and width independently, like Keras'
-    old ImageDataGenerator), shifts ``width_shift``/``height_shift`` (fractions), horizontal flip.
+    old ImageDataGenerator), shifts ``width_shift``/``height_shift`` (fractions), horizontal flip; then
+    (not in the tutorial) brightness ±``brightness``·255 and contrast ×(1 ± ``contrast``) per image.
     Input and output: (n, s, s, 1) float32, values 0–255.
     """
     import keras
@@ -209,6 +210,17 @@ def build_augmentation(config: TrainingConfig):
                                               seed=None if seed is None else seed + 2))
     if config.horizontal_flip:
         steps.append(layers.RandomFlip("horizontal", seed=None if seed is None else seed + 3))
+    # Intensity changes after the geometric ones: exposure and contrast differ between machines and
+    # hospitals (Kermany's test normals look different from its train ones), and the network should
+    # not read the diagnosis from them. Both layers clip to 0-255. getattr: a duck-typed config object
+    # without these settings (older callers) means no intensity augmentation.
+    brightness, contrast = getattr(config, "brightness", 0.0), getattr(config, "contrast", 0.0)
+    if brightness > 0:
+        steps.append(layers.RandomBrightness(brightness, value_range=(0, 255),
+                                             seed=None if seed is None else seed + 4))
+    if contrast > 0:
+        steps.append(layers.RandomContrast(contrast, value_range=(0, 255),
+                                           seed=None if seed is None else seed + 5))
     return keras.Sequential(steps, name="augmentation") if steps else None
 
 
@@ -430,7 +442,12 @@ def make_run_callback(run_dir: Path, config: TrainingConfig, *, steps_per_epoch:
 
         def save_checkpoint(self, finished_epochs: int) -> None:
             temporary = run_dir / ".checkpoint.tmp.keras"
-            self.model.save(str(temporary))
+            try:
+                self.model.save(str(temporary))
+            except BaseException:
+                # A full disk (ENOSPC) or a kill mid-write: drop the partial file, keep the last checkpoint.
+                temporary.unlink(missing_ok=True)
+                raise
             os.replace(temporary, run_dir / runs.CHECKPOINT_FILE)
             runs.atomic_write_json(run_dir / runs.CHECKPOINT_INFO_FILE, {
                 "epoch": finished_epochs, "best_value": self.best_value, "best_epoch": self.best_epoch,
@@ -545,7 +562,11 @@ def _fallback_metrics(run_dir: Path, results: dict[str, tuple[np.ndarray, np.nda
 def finish_run(run_dir: Path, model, arrays: dict, batch_size: int) -> dict:
     """Save ``model.keras`` and evaluate on validation and test (``cxr.evaluation.finalize_run``)."""
     temporary = run_dir / ".model.tmp.keras"
-    model.save(str(temporary))
+    try:
+        model.save(str(temporary))
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a partial file (full disk) must not stay behind
+        raise
     os.replace(temporary, run_dir / runs.MODEL_FILE)
     results, logits = {}, {}
     for split in ("val", "test"):

@@ -1,7 +1,6 @@
 """Data: import a data set (server folder, .zip, .npz), then look at it: class balance, samples, sizes,
 intensities, and a preview of the training augmentation."""
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,6 +11,7 @@ from cxr import charts, datasets
 from cxr.config import (
     CLASS_NAMES,
     IMAGE_SIZE_RANGE,
+    PRESETS,
     ROTATION_RANGE,
     SHIFT_RANGE,
     ZOOM_RANGE,
@@ -63,8 +63,8 @@ def import_section() -> None:
     with ui.guarded("Importing the data set"):
         config = DataConfig(image_size=int(image_size))
         if isinstance(source, str):
-            report = datasets.import_dataset(Path(source).expanduser(), name=name.strip() or None, config=config,
-                                             progress=progress)
+            report = datasets.import_dataset(datasets.check_server_folder(source), name=name.strip() or None,
+                                             config=config, progress=progress)
         else:
             report = datasets.read_upload(source.getvalue(), source.name, config=config, name=name.strip() or None,
                                           progress=progress)
@@ -149,12 +149,12 @@ def distributions(dataset) -> None:
 def augmentation_settings() -> TrainingConfig:
     """The augmentation settings chosen on the Train page in this session, else the defaults."""
     saved = st.session_state.get(ui.KEY_TRAIN_SETTINGS) or {}
-    names = ("rotation_degrees", "zoom", "width_shift", "height_shift", "horizontal_flip")
+    names = ("rotation_degrees", "zoom", "width_shift", "height_shift", "horizontal_flip", "brightness", "contrast")
     chosen = {name: saved[ui.SETTING_KEY_PREFIX + name] for name in names if ui.SETTING_KEY_PREFIX + name in saved}
     try:
-        return TrainingConfig().replace(**chosen)
+        return PRESETS["fast"].replace(**chosen)
     except ValueError:
-        return TrainingConfig()
+        return PRESETS["fast"]
 
 
 def augmentation_preview(dataset) -> None:

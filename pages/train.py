@@ -7,7 +7,9 @@ import streamlit as st
 import app_components as ui
 from cxr import charts, datasets, jobs, models, runs
 from cxr.config import (
+    BRIGHTNESS_RANGE,
     CLASS_WEIGHTINGS,
+    CONTRAST_RANGE,
     DROPOUT_RANGE,
     OPTIMIZERS,
     PRESETS,
@@ -20,7 +22,7 @@ from cxr.config import (
 )
 
 REFRESH_SECONDS = 2  # how often the live panel re-reads the run directory: fresh enough, cheap (a few small files)
-PRESET_TITLES = {"fast": "Fast default (CPU network, Adam, balanced, early stopping)",
+PRESET_TITLES = {"fast": "Fast default (CPU network, Adam, cosine, early stopping; the bundled model's recipe)",
                  "tutorial": "Tutorial (the seed recipe: VGG-like network, RMSprop, 12 epochs)"}
 BATCH_SIZES = [8, 16, 32, 64, 128, 256]
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
@@ -108,6 +110,11 @@ def settings_form(image_size: int) -> dict:
         columns[2].slider("Width shift (±)", *SHIFT_RANGE, step=0.05, key=setting_key("width_shift"))
         columns[3].slider("Height shift (±)", *SHIFT_RANGE, step=0.05, key=setting_key("height_shift"))
         columns[4].toggle("Horizontal flip", key=setting_key("horizontal_flip"))
+        columns = st.columns(5)
+        columns[0].slider("Brightness (± fraction)", *BRIGHTNESS_RANGE, step=0.05, key=setting_key("brightness"),
+                          help="Adds up to ± this fraction of full white to every pixel (0 = off).")
+        columns[1].slider("Contrast (±)", *CONTRAST_RANGE, step=0.05, key=setting_key("contrast"),
+                          help="Scales contrast by 1 ± this around each image's mean (0 = off).")
     with st.expander("Advanced"):
         columns = st.columns(3)
         columns[0].slider("Validation fraction", *VALIDATION_FRACTION_RANGE, step=0.05,

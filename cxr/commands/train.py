@@ -22,7 +22,8 @@ FLAGS = {
     "class_weighting": "class_weighting", "dropout": "dropout_rate", "patience": "early_stopping_patience",
     "rotation": "rotation_degrees", "zoom": "zoom", "width_shift": "width_shift",
     "height_shift": "height_shift", "validation_fraction": "validation_fraction", "strategy": "strategy",
-    "max_batches": "max_batches_per_epoch", "weights": "weights",
+    "max_batches": "max_batches_per_epoch", "weights": "weights", "brightness": "brightness",
+    "contrast": "contrast",
 }
 
 
@@ -54,6 +55,10 @@ def register(subparsers) -> None:
     parser.add_argument("--width-shift", type=float, help="augmentation: width shift fraction (0 = off)")
     parser.add_argument("--height-shift", type=float, help="augmentation: height shift fraction (0 = off)")
     parser.add_argument("--horizontal-flip", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--brightness", type=float,
+                        help="augmentation: ± fraction of full white added to every pixel (0 = off)")
+    parser.add_argument("--contrast", type=float,
+                        help="augmentation: contrast scaled by 1 ± this around the image mean (0 = off)")
     parser.add_argument("--no-augmentation", action="store_true", help="turn every augmentation off")
     parser.add_argument("--validation-fraction", type=float)
     parser.add_argument("--seed", type=_seed, default=argparse.SUPPRESS, help="integer, or 'none' for random")
@@ -81,7 +86,7 @@ def config_from_args(args: argparse.Namespace, image_size: int | None) -> settin
         overrides["horizontal_flip"] = args.horizontal_flip
     if args.no_augmentation:
         overrides.update(rotation_degrees=0.0, zoom=0.0, width_shift=0.0, height_shift=0.0,
-                         horizontal_flip=False)
+                         horizontal_flip=False, brightness=0.0, contrast=0.0)
     if hasattr(args, "seed"):
         overrides["seed"] = args.seed
     return settings.preset(args.preset, **overrides)
