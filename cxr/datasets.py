@@ -764,6 +764,26 @@ def leakage_report(dataset: Dataset) -> dict:
                          for split in dataset.splits}}
 
 
+def check_server_folder(path: str | os.PathLike) -> Path:
+    """Check a folder path typed into the app before importing it; return it resolved.
+
+    On a shared server, set ``CXR_DATA_ROOTS`` (folders separated by ``:``) to the folders users may
+    import from: any other path is refused. Whatever the setting, the file system's root and the
+    system folders are refused (an import would walk the whole disk).
+    """
+    resolved = Path(path).expanduser().resolve()
+    system = {Path("/"), Path("/proc"), Path("/sys"), Path("/dev"), Path("/etc"), Path("/usr"), Path("/boot")}
+    if resolved in system or any(parent in system - {Path("/")} for parent in resolved.parents):
+        raise DatasetError(f"{str(path)!r} is a system folder, not a data set; importing it is refused. Give the "
+                           f"folder that holds the data set's train/ and test/ (or normal/ and pneumonia/) folders.")
+    roots = [Path(item).expanduser().resolve() for item in os.environ.get("CXR_DATA_ROOTS", "").split(":") if item]
+    if roots and not any(resolved == root or root in resolved.parents for root in roots):
+        allowed = ", ".join(str(root) for root in roots)
+        raise DatasetError(f"{str(path)!r} is outside the folders this server allows imports from ({allowed}). "
+                           "Choose a folder inside one of them, or upload a .zip instead.")
+    return resolved
+
+
 def read_upload(data: bytes, file_name: str, *, config: DataConfig = DataConfig(), name: str | None = None,
                 progress: ProgressCallback | None = None) -> ImportReport:
     """Import an uploaded ``.zip`` or ``.npz`` (bytes) by writing it to a private temporary file first."""
@@ -781,4 +801,5 @@ def read_upload(data: bytes, file_name: str, *, config: DataConfig = DataConfig(
 
 
 __all__ = ["import_dataset", "load_dataset", "list_datasets", "class_counts", "leakage_report", "Dataset",
-           "ImportReport", "find_source", "patient_id", "assign_splits", "read_upload"]
+           "ImportReport", "find_source", "patient_id", "assign_splits", "read_upload",
+           "check_server_folder"]

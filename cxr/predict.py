@@ -12,6 +12,7 @@ A model file from elsewhere is loaded with Keras' ``safe_mode``: a file that car
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,18 @@ def load_model_file(path) -> Any:
                 f"mode refuses to load because loading it would run that code. Only load such a file if you "
                 f"trust its author, and then do it yourself with keras.saving.load_model(path, "
                 f"safe_mode=False); cxr models never need code in the file."
+            ) from None
+        # A class or function from a module outside Keras (a custom layer, or a config edited to point at
+        # os.system): Keras stops before importing it, and the message must say so rather than "truncated".
+        foreign = re.search(r"Could not locate (class|function) '([^']+)'", text)
+        if foreign:
+            module = re.search(r"'module': '([^']+)'", text[foreign.end():])
+            origin = f" from module {module.group(1)!r}" if module else ""
+            raise ModelFileError(
+                f"{path.name!r} uses a custom {foreign.group(1)} {foreign.group(2)!r}{origin} that is not part "
+                f"of Keras or cxr, so it was refused: loading code named by a file from elsewhere could run it. "
+                f"Expected a .keras file saved by cxr (built from Keras layers only); re-save the model "
+                f"without custom objects, or train one here."
             ) from None
         raise ModelFileError(
             f"{path.name!r} could not be loaded as a Keras model ({type(error).__name__}: "

@@ -10,7 +10,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import synthetic_xray, write_folder_dataset
+from helpers_data import synthetic_xray, write_folder_dataset
 
 from cxr import datasets
 from cxr.cli import main as cli_main
@@ -399,3 +399,20 @@ def test_real_kermany_import(shared_data):
     reloaded = load_dataset("kermany")
     assert reloaded.images("train").shape[1:] == (64, 64)
     assert report.counts == reloaded.report.counts
+
+
+# ---------------------------------------------------------------------------------------------- server folders
+def test_server_folder_guard(tmp_path, monkeypatch, folder_dataset):
+    from cxr.datasets import check_server_folder
+
+    monkeypatch.delenv("CXR_DATA_ROOTS", raising=False)
+    assert check_server_folder(folder_dataset) == folder_dataset.resolve()
+    for system_folder in ("/", "/etc", "/proc/self"):
+        with pytest.raises(DatasetError, match="system folder"):
+            check_server_folder(system_folder)
+    monkeypatch.setenv("CXR_DATA_ROOTS", f"{tmp_path / 'allowed'}:{folder_dataset.parent}")
+    assert check_server_folder(folder_dataset) == folder_dataset.resolve()
+    with pytest.raises(DatasetError, match="outside the folders this server allows"):
+        check_server_folder(tmp_path.parent)
+    with pytest.raises(DatasetError, match="outside the folders"):
+        check_server_folder(folder_dataset.parent / ".." / "elsewhere")

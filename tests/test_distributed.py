@@ -79,5 +79,7 @@ def test_two_worker_multi_worker_training_on_localhost(tmp_path, cxr_home):
     scores = model.predict(np.zeros((2, 32, 32, 1), np.uint8), verbose=0)
     assert scores.shape == (2, 1) and np.all((scores >= 0) & (scores <= 1))
     # Both workers trained the same synchronized model: identical loss lines in both logs.
-    loss_lines = [[line for line in output.splitlines() if "loss:" in line][-1].split(" - ")[2:] for output in outputs]
-    assert loss_lines[0] == loss_lines[1]
+    # (Metric fields only: the step time, e.g. "753ms/step", differs between the two processes.)
+    loss_lines = [[field for field in [line for line in output.splitlines() if "loss:" in line][-1].split(" - ")
+                   if ":" in field] for output in outputs]
+    assert loss_lines[0] and loss_lines[0] == loss_lines[1]
