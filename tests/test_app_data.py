@@ -51,7 +51,7 @@ def app(tmp_path, monkeypatch):
     st.cache_data.clear()
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=60)
     at.run()
-    at.switch_page("pages/data.py")
+    at.switch_page("app_pages/data.py")
     at.run()
     assert not at.exception
     return at

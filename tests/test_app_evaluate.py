@@ -67,7 +67,7 @@ def write_evaluation(run_id: str, threshold: float = 0.5) -> None:
 def open_evaluate_page() -> AppTest:
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=60)
     at.run()
-    at.switch_page("pages/evaluate.py")
+    at.switch_page("app_pages/evaluate.py")
     at.run()
     assert not at.exception
     return at

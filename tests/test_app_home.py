@@ -12,7 +12,7 @@ from cxr import paths, runs
 from cxr.config import TrainingConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PAGES = ("pages/home.py", "pages/data.py", "pages/train.py", "pages/evaluate.py", "pages/predict.py")
+PAGES = tuple(f"app_pages/{name}.py" for name in ("home", "data", "train", "evaluate", "predict"))
 
 
 @pytest.fixture
@@ -81,3 +81,12 @@ def test_a_backend_failure_is_a_message_not_a_crash(home, monkeypatch):
     # No traceback or internal message in the browser; the rest of the page is there.
     assert "disk unavailable" not in messages[0]
     assert metrics(at)["Data sets imported"] == "0"
+
+
+def test_no_pages_folder_beside_the_entry_point():
+    """Streamlit auto-discovers a ``pages/`` folder for the first request of a fresh server, so a deep link
+    (``/predict``) showed raw file names instead of the st.navigation menu; page files live in app_pages/."""
+    root = Path(__file__).resolve().parents[1]
+    assert not (root / "pages").exists()
+    assert sorted(path.name for path in (root / "app_pages").glob("*.py")) == [
+        "data.py", "evaluate.py", "home.py", "predict.py", "train.py"]

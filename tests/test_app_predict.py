@@ -69,7 +69,7 @@ class FakePredictor:
 def open_predict_page() -> AppTest:
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/predict.py")
+    at.switch_page("app_pages/predict.py")
     at.run()
     assert not at.exception
     return at

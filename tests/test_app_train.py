@@ -55,7 +55,7 @@ def home(tmp_path, monkeypatch):
 def open_train_page() -> AppTest:
     at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=60)
     at.run()
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     at.run()
     assert not at.exception
     return at
@@ -95,9 +95,9 @@ def test_presets_fill_the_settings(home):
     # A change survives a visit to another page (Streamlit forgets widgets that are not drawn).
     widget(at, "slider", "Epochs").set_value(5)
     at.run()
-    at.switch_page("pages/data.py")
+    at.switch_page("app_pages/data.py")
     at.run()
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     at.run()
     assert widget(at, "slider", "Epochs").value == 5
     assert widget(at, "selectbox", "Model").value == "seed"

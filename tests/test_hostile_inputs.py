@@ -266,7 +266,7 @@ def predict_page(stored, monkeypatch):
     def open_page() -> AppTest:
         at = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=120)
         at.run()
-        at.switch_page("pages/predict.py")
+        at.switch_page("app_pages/predict.py")
         at.run()
         assert not at.exception
         assert at.selectbox[0].value == stored["run_id"]

@@ -100,7 +100,7 @@ def test_one_sessions_upload_is_never_visible_to_another(tmp_path, monkeypatch, 
     def open_session() -> AppTest:
         at = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=120)
         at.run()
-        at.switch_page("pages/predict.py")
+        at.switch_page("app_pages/predict.py")
         at.run()
         assert not at.exception
         return at

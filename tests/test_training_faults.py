@@ -172,7 +172,7 @@ def test_a_restarted_page_finds_a_run_that_a_dead_server_left_training(cxr_home,
     def open_train_page() -> AppTest:
         at = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=60)
         at.run()
-        at.switch_page("pages/train.py")
+        at.switch_page("app_pages/train.py")
         at.run()
         assert not at.exception
         return at

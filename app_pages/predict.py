@@ -28,7 +28,7 @@ def choose_model() -> str | None:
     if not choices:
         st.warning("No model to predict with: there is no bundled default model and no training run has finished "
                    "yet. Train a model on the Train page first.")
-        st.page_link("pages/train.py", label="Go to the Train page", icon=":material/model_training:")
+        st.page_link("app_pages/train.py", label="Go to the Train page", icon=":material/model_training:")
         return None
     if st.session_state.get(ui.KEY_PREDICT_MODEL) not in choices:
         st.session_state[ui.KEY_PREDICT_MODEL] = choices[0]

@@ -54,13 +54,14 @@ def main() -> None:
     state_at_a_glance()
 
     st.subheader("Pages")
-    st.page_link("pages/data.py", label="Data: import a data set, look at it, preview augmentation",
+    st.page_link("app_pages/data.py", label="Data: import a data set, look at it, preview augmentation",
                  icon=":material/dataset:")
-    st.page_link("pages/train.py", label="Train: choose settings, start, follow live, stop, compare runs",
+    st.page_link("app_pages/train.py", label="Train: choose settings, start, follow live, stop, compare runs",
                  icon=":material/model_training:")
-    st.page_link("pages/evaluate.py", label="Evaluate: report, confusion matrix, ROC/PR, threshold, calibration",
+    st.page_link("app_pages/evaluate.py", label="Evaluate: report, confusion matrix, ROC/PR, threshold, calibration",
                  icon=":material/analytics:")
-    st.page_link("pages/predict.py", label="Predict: drop X-rays (JPEG, PNG, DICOM), see P(pneumonia) and heat maps",
+    st.page_link("app_pages/predict.py",
+                 label="Predict: drop X-rays (JPEG, PNG, DICOM), see P(pneumonia) and heat maps",
                  icon=":material/radiology:")
 
 
