@@ -30,19 +30,17 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 def brightness_model(size: int = 24):
     """P(pneumonia) = sigmoid(10 * mean(pixels) / 255 - 5), with cxr's layer names: every answer can be computed
-    by hand from the image the model saw. Input ``(n, size, size, 1)`` raw 0-255 pixels."""
-    import keras
-    from keras import layers
+    by hand. The one builder shared with the load benchmark (benchmarks/load_test.py)."""
+    import importlib.util
+    import sys
 
-    inputs = keras.Input((size, size, 1), name="image")
-    x = layers.Rescaling(1 / 255)(inputs)
-    x = layers.Conv2D(1, 1, use_bias=False, name="conv")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    logit = layers.Dense(1, name="logit")(x)
-    model = keras.Model(inputs, layers.Activation("sigmoid", name="probability")(logit))
-    model.get_layer("conv").set_weights([np.ones((1, 1, 1, 1), np.float32)])
-    model.get_layer("logit").set_weights([np.array([[10.0]], np.float32), np.array([-5.0], np.float32)])
-    return model
+    bench = sys.modules.get("cxr_load_test")
+    if bench is None:
+        spec = importlib.util.spec_from_file_location("cxr_load_test", PROJECT_ROOT / "benchmarks" / "load_test.py")
+        bench = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = bench  # its dataclasses look their module up while being defined
+        spec.loader.exec_module(bench)
+    return bench.brightness_model(size)
 
 
 def expected_probability(image: np.ndarray) -> float:
