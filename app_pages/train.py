@@ -211,10 +211,18 @@ def history_charts(history: pd.DataFrame, epochs: int | None) -> None:
     st.caption(f"{len(history)} epoch(s) finished.")
 
 
-def run_panel(run_id: str, was_active: bool) -> None:
+def run_panel(run_id: str) -> None:
     """Status, progress, charts and the Stop/Resume buttons of one run (the body of the live fragment)."""
     status = runs.read_status(run_id)
     state = status.get("state")
+    # The fragment redraws only itself; when the state changes (queued -> running -> finished) the rest
+    # of the page (the Runs table, the timer) is stale, so redraw the whole page once. The state is stored
+    # before the rerun, so the redraw sees no change and cannot loop.
+    state_key = f"_panel_state_{run_id}"
+    previous_state = st.session_state.get(state_key)
+    st.session_state[state_key] = state
+    if previous_state is not None and previous_state != state:
+        st.rerun()
     state_line = f"**{run_id}** — state: **{state}**"
     if status.get("message"):
         state_line += f" ({status['message']})"
@@ -249,8 +257,6 @@ def run_panel(run_id: str, was_active: bool) -> None:
     epochs = status.get("epochs")
     axis_epochs = min(int(epochs), max(10, 2 * len(history))) if epochs else None
     history_charts(history, axis_epochs)
-    if was_active and state not in ui.ACTIVE_STATES:
-        st.rerun()  # the run ended: redraw the page once, without the timer
 
 
 def follow_section(summaries: list) -> None:
@@ -273,7 +279,7 @@ def follow_section(summaries: list) -> None:
     @st.fragment(run_every=REFRESH_SECONDS if active else None)
     def live_panel() -> None:
         with ui.guarded("Following the run"):
-            run_panel(run_id, active)
+            run_panel(run_id)
 
     live_panel()
 

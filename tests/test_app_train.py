@@ -211,3 +211,17 @@ def test_run_list_estimate_and_comparison(home):
     assert set(widget(at, "multiselect", "Runs").value) == {first, second}
     assert not errors(at), errors(at)
     assert len(at.get("vega_lite_chart")) >= 5  # the live panel's four charts and the comparison
+
+
+def test_a_state_change_redraws_the_page_once_without_looping(home):
+    """queued -> running seen by the live panel redraws the whole page (the Runs table too), exactly once."""
+    import_tiny_dataset(home)
+    run_id = fake_run(state="queued")
+    at = open_train_page()
+    assert list(at.dataframe[0].value["state"]) == ["queued"]
+    runs.write_status(run_id, state="running", epoch=1)
+    at.run()  # a loop would rerun until AppTest's timeout and fail here
+    assert not at.exception
+    assert list(at.dataframe[0].value["state"]) == ["running"]
+    assert any(f"**{run_id}** — state: **running**" in markdown.value for markdown in at.markdown)
+    assert at.session_state[f"_panel_state_{run_id}"] == "running"
