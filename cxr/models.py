@@ -196,7 +196,7 @@ def build_efficientnet_b0(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: floa
                            trainable_backbone=trainable_backbone)
 
 
-def average_fast_models(members: list, *, name: str = "fast_ensemble"):
+def average_fast_models(members: list, *, name: str = "fast_ensemble", mirror: bool = False):
     """One model whose logit is the mean of the logits of ``members`` (trained "fast"/"fast_wide" models).
 
     Why one flat graph and not ``layers.Average`` over nested models: Grad-CAM (``cxr.explain``) follows
@@ -206,13 +206,18 @@ def average_fast_models(members: list, *, name: str = "fast_ensemble"):
     ensemble. The head is exact, not an approximation: the mean over members of
     ``w_i · mean_pool(f_i) + b_i`` equals ``[w_1 … w_k] / k · mean_pool([f_1 … f_k]) + mean(b_i)``.
     Input: (n, s, s, 1) pixel values 0–255, the members' size. Output: (n, 1) P(pneumonia).
+
+    ``mirror``: also run every member on the left-right mirrored image (test-time augmentation; the
+    members were trained with horizontal flips) and average all 2k logits. The mirrored members' feature
+    maps are mirrored back before they join the others, so Grad-CAM still explains in image coordinates.
+    Twice the arithmetic; exact, as above: mean pooling does not care about the order of columns.
     """
     import keras
     import numpy as np
     from keras import layers
 
-    if len(members) < 2:
-        raise CxrError(f"An ensemble needs at least 2 members; received {len(members)}.")
+    if len(members) < 1 or (len(members) < 2 and not mirror):
+        raise CxrError(f"An ensemble needs at least 2 members (or 1 with mirror=True); received {len(members)}.")
     shapes = {tuple(member.inputs[0].shape[1:]) for member in members}
     if len(shapes) != 1:
         raise CxrError(f"Ensemble members must take the same input shape; received {sorted(shapes)}.")
@@ -231,6 +236,10 @@ def average_fast_models(members: list, *, name: str = "fast_ensemble"):
             raise CxrError(f"Member {index} ({member.name!r}) is not a fast network (no stem_conv / stage "
                            f"layers); only 'fast' and 'fast_wide' models can be averaged here.") from None
         feature_maps.append(_fast_trunk(scaled, width=width, blocks=blocks, prefix=f"m{index}_"))
+        if mirror:
+            mirrored = _mirror(scaled, name=f"m{index}_mirror_input")
+            mirrored_maps = _fast_trunk(mirrored, width=width, blocks=blocks, prefix=f"m{index}_mirror_")
+            feature_maps.append(_mirror(mirrored_maps, name=f"m{index}_mirror_back"))
     features = layers.Concatenate(axis=-1, name="ensemble_concat")(feature_maps)
     # A ReLU of ReLU outputs changes nothing; it is here so the last 4-D layer is not a Concatenate, which
     # Grad-CAM (cxr.explain) passes over as a mere reshuffle: it then explains all members at once.
@@ -239,15 +248,39 @@ def average_fast_models(members: list, *, name: str = "fast_ensemble"):
     dropout_rate = float(members[0].get_layer("head_dropout").rate)
     outputs = _head(features, dropout_rate)
     model = keras.Model(inputs, outputs, name=name)
+    prefixes = ("", "mirror_") if mirror else ("",)
     for index, member in enumerate(members, start=1):
         for layer in member.layers:
             if layer.weights and layer.name not in (LOGIT_LAYER,):
-                model.get_layer(f"m{index}_{layer.name}").set_weights(layer.get_weights())
-    kernels = [member.get_layer(LOGIT_LAYER).get_weights()[0] for member in members]
+                for prefix in prefixes:
+                    model.get_layer(f"m{index}_{prefix}{layer.name}").set_weights(layer.get_weights())
+    kernels = [member.get_layer(LOGIT_LAYER).get_weights()[0] for member in members for _ in prefixes]
     biases = [member.get_layer(LOGIT_LAYER).get_weights()[1] for member in members]
-    model.get_layer(LOGIT_LAYER).set_weights([np.concatenate(kernels, axis=0) / len(members),
+    model.get_layer(LOGIT_LAYER).set_weights([np.concatenate(kernels, axis=0) / len(kernels),
                                               np.mean(biases, axis=0)])
+    for layer in model.layers:
+        if layer.name.endswith(("_mirror_input", "_mirror_back")):
+            _set_mirror_weights(layer)
     return model
+
+
+def _mirror(x, *, name: str):
+    """``x`` (n, h, w, c) mirrored left-right, from built-in layers only (loads with ``safe_mode``; a
+    Lambda would not): the width axis moved last, multiplied by the exchange matrix (a frozen Dense whose
+    kernel is the flipped identity, so every value is copied exactly), and moved back."""
+    from keras import layers
+
+    width = int(x.shape[2])
+    x = layers.Permute((3, 1, 2), name=f"{name}_to_width_last")(x)  # (n, c, h, w)
+    x = layers.Dense(width, use_bias=False, trainable=False, name=name)(x)
+    return layers.Permute((2, 3, 1), name=f"{name}_to_channels_last")(x)  # (n, h, w, c)
+
+
+def _set_mirror_weights(layer) -> None:
+    import numpy as np
+
+    width = int(layer.kernel.shape[0])
+    layer.set_weights([np.eye(width, dtype="float32")[::-1]])
 
 
 MODEL_BUILDERS: dict[str, Callable] = {

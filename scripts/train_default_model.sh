@@ -4,11 +4,13 @@
 #   scripts/train_default_model.sh                    # the shipped model: 3 seeds, averaged (see ENSEMBLE)
 #   SHIP=0 scripts/train_default_model.sh             # train and summarise only, leave models/default/ alone
 #   ENSEMBLE=0 SEEDS=1 scripts/train_default_model.sh # one network (seed 1) instead of the average
+#   MIRROR=1 scripts/train_default_model.sh           # also average each seed over the mirrored image (not shipped)
 #
 # Steps: import the data at 150 px (a no-op when the cache exists); train the "fast" preset once per
 # seed with `python -m cxr train` (every setting, the best epoch, the threshold and the temperature
 # chosen on the patient-grouped validation split; test evaluated once at the end of each run); with
-# ENSEMBLE=1 average the seeds' logits in one model (cxr.models.average_fast_models) and evaluate it the
+# ENSEMBLE=1 average the seeds' logits in one model (cxr.models.average_fast_models; with MIRROR=1 each
+# seed also sees the left-right mirrored image, 2 x seeds logits averaged: not shipped, see docs/benchmarks.md) and evaluate it the
 # same way (temperature and threshold fitted on validation, test once); print every figure; then
 # (SHIP=1) copy the chosen model, its metrics.json and model card into models/default/ with 32 training
 # images as SHAP's background (background.npy) and a section on the seeds and this command in the card.
@@ -19,6 +21,7 @@ DATA="${DATA:-../shared/data/chest_xray}"
 SIZE="${SIZE:-150}"
 SEEDS="${SEEDS:-1 2 3}"
 ENSEMBLE="${ENSEMBLE:-1}"
+MIRROR="${MIRROR:-0}"
 SHIP="${SHIP:-1}"
 DATASET="chest_xray-${SIZE}"
 RUNS_ROOT="$(python -c 'from cxr import paths; print(paths.home() / "runs")')"
@@ -38,7 +41,7 @@ if [ -n "${REUSE_RUNS:-}" ]; then
     read -r -a run_dirs <<< "$REUSE_RUNS"
 fi
 
-SHIP="$SHIP" ENSEMBLE="$ENSEMBLE" DATASET="$DATASET" python - "${run_dirs[@]}" <<'PYTHON'
+SHIP="$SHIP" ENSEMBLE="$ENSEMBLE" MIRROR="$MIRROR" DATASET="$DATASET" python - "${run_dirs[@]}" <<'PYTHON'
 """Summarise the seeds' runs, average them (ENSEMBLE=1) and (SHIP=1) copy the result into models/default/."""
 import json
 import os
@@ -91,7 +94,8 @@ if os.environ.get("ENSEMBLE") == "1" and len(run_dirs) > 1:
     started = time.monotonic()
     stored = runs.read_config(run_dirs[0])
     config = TrainingConfig.from_dict(stored["training"])
-    ensemble = average_fast_models([load_model_file(run_dir / "model.keras") for run_dir in run_dirs])
+    mirror = os.environ.get("MIRROR") == "1"
+    ensemble = average_fast_models([load_model_file(run_dir / "model.keras") for run_dir in run_dirs], mirror=mirror)
     arrays = training.training_arrays(load_dataset(os.environ["DATASET"]), config)
     scorer = logit_model(ensemble)
     logits = {split: scorer.predict(arrays[split][0][..., np.newaxis], batch_size=64, verbose=0).reshape(-1)
@@ -101,6 +105,7 @@ if os.environ.get("ENSEMBLE") == "1" and len(run_dirs) > 1:
     members = [run_dir.name for run_dir in run_dirs]
     stored["training"]["model"] = "fast_ensemble"
     stored["ensemble_of"] = members
+    stored["ensemble_mirror"] = mirror
     runs.atomic_write_json(folder / "config.json", stored)
     ensemble.save(str(folder / "model.keras"))
     metrics = finalize_run(folder, val_true=arrays["val"][1], val_score=1 / (1 + np.exp(-logits["val"])),
@@ -115,7 +120,9 @@ if os.environ.get("ENSEMBLE") == "1" and len(run_dirs) > 1:
           f"threshold {metrics['threshold']:.4f}, temperature {metrics['temperature']:.3f}; {folder}")
     shipped = folder
     description = (f"the average of {len(run_dirs)} `fast` networks (seeds {', '.join(str(row['seed']) for row in rows)}; "
-                   f"their logits averaged in one model, {total_minutes:.1f} minutes of training in all)")
+                   f"their logits averaged in one model, {total_minutes:.1f} minutes of training in all"
+                   + ("; each network also scores the left-right mirrored image, so the model averages "
+                      f"{2 * len(run_dirs)} logits" if mirror else "") + ")")
 if os.environ.get("SHIP") != "1":
     sys.exit(0)
 target = paths.BUNDLED_MODEL_DIR
@@ -146,7 +153,7 @@ card += f"""
   {final['test']['specificity']['value']:.1%}: about {1 - final['test']['specificity']['value']:.0%} of normal test images are called pneumonia.
   A higher threshold trades sensitivity for specificity; choose it on validation data from the setting
   where the model is used, never on its test data.
-- Reproduce: `SEEDS="{seeds}" ENSEMBLE={os.environ.get("ENSEMBLE")} scripts/train_default_model.sh`
+- Reproduce: `SEEDS="{seeds}" ENSEMBLE={os.environ.get("ENSEMBLE")} MIRROR={os.environ.get("MIRROR")} scripts/train_default_model.sh`
   (each seed is `python -m cxr train chest_xray-150 --preset fast --seed N` after
   `python -m cxr data import ../shared/data/chest_xray --size 150`). Training on a CPU with a seed is
   deterministic on one machine; other CPUs may differ in the last digits.

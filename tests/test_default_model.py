@@ -188,6 +188,56 @@ def test_averaged_fast_models_give_the_mean_logit_load_safely_and_explain(tmp_pa
     assert heatmap.shape == (32, 32) and 0 <= heatmap.min() and heatmap.max() <= 1
 
 
+def test_a_mirrored_ensemble_averages_image_and_mirror_and_its_gradcam_follows_the_mirror(tmp_path):
+    import keras
+
+    from cxr import models
+    from cxr.explain import GradCam
+    from cxr.predict import load_model_file
+
+    # Left-right asymmetric images (a ramp and a bright block on the left), 96 px so the last feature map
+    # is 3 x 3 and mirroring changes what a single member sees.
+    generator = np.random.default_rng(0)
+    images = np.empty((6, 96, 96, 1), dtype=np.uint8)
+    for index in range(6):
+        image = np.tile(np.linspace(0, 120 + 20 * index, 96), (96, 1)) + generator.normal(0, 10, (96, 96))
+        top = int(generator.integers(5, 60))
+        image[top:top + 30, 5:25 + 3 * index] = 250
+        images[index, ..., 0] = np.clip(image, 0, 255).astype(np.uint8)
+    mirrored = images[:, :, ::-1]
+
+    members = []
+    for seed in (1, 2):
+        keras.utils.set_random_seed(seed)
+        member = models.build_model("fast", (96, 96, 1))
+        for _ in range(40):  # settle the batch-norm statistics on these images, as training would
+            member(images.astype("float32"), training=True)
+        logit = member.get_layer(models.LOGIT_LAYER)  # a strong, image-dependent logit
+        kernel, bias = logit.get_weights()
+        logit.set_weights([np.random.default_rng(seed).normal(0, 1, kernel.shape).astype("float32"), bias])
+        members.append(member)
+    ensemble = models.average_fast_models(members, mirror=True)
+    member_logits = np.stack([models.logit_model(member).predict(batch, verbose=0)
+                              for member in members for batch in (images, mirrored)])
+    assert np.abs(member_logits[0] - member_logits[1]).max() > 0.02  # a member alone is not mirror-invariant (100x the tolerance below)
+    scorer = models.logit_model(ensemble)
+    np.testing.assert_allclose(scorer.predict(images, verbose=0), member_logits.mean(axis=0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scorer.predict(mirrored, verbose=0), scorer.predict(images, verbose=0),
+                               rtol=1e-4, atol=1e-4)
+
+    ensemble.save(tmp_path / "model.keras")
+    loaded = load_model_file(tmp_path / "model.keras")  # safe mode: built-in layers only
+    gradcam = GradCam(loaded)
+    assert gradcam.layer_path == "ensemble_features"
+    heatmap, heatmap_of_mirror = gradcam(images[0, ..., 0]), gradcam(mirrored[0, ..., 0])
+    assert heatmap.std() > 0.01
+    # Explained in image coordinates: the map of the mirrored image is the mirrored map.
+    np.testing.assert_allclose(heatmap_of_mirror, heatmap[:, ::-1], atol=2e-3)
+
+    one = models.average_fast_models(members[:1], mirror=True)  # one network with mirror averaging is allowed
+    assert one.count_params() > members[0].count_params()
+
+
 def test_averaging_refuses_a_single_member_or_a_foreign_network():
     from cxr import models
     from cxr.errors import CxrError
