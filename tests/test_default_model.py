@@ -219,7 +219,8 @@ def test_a_mirrored_ensemble_averages_image_and_mirror_and_its_gradcam_follows_t
     ensemble = models.average_fast_models(members, mirror=True)
     member_logits = np.stack([models.logit_model(member).predict(batch, verbose=0)
                               for member in members for batch in (images, mirrored)])
-    assert np.abs(member_logits[0] - member_logits[1]).max() > 0.02  # a member alone is not mirror-invariant (100x the tolerance below)
+    # A member alone is not mirror-invariant (by 100x the tolerance below).
+    assert np.abs(member_logits[0] - member_logits[1]).max() > 0.02
     scorer = models.logit_model(ensemble)
     np.testing.assert_allclose(scorer.predict(images, verbose=0), member_logits.mean(axis=0), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(scorer.predict(mirrored, verbose=0), scorer.predict(images, verbose=0),
