@@ -7,10 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from helpers_app import REPO_ROOT, button, metric_values, open_page, prepare_app
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
@@ -46,23 +43,12 @@ def make_npz(num_images: int = 8) -> bytes:
 @pytest.fixture
 def app(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-    monkeypatch.syspath_prepend(str(REPO_ROOT))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=60)
-    at.run()
-    at.switch_page("app_pages/data.py")
-    at.run()
-    assert not at.exception
-    return at
+    prepare_app(monkeypatch)
+    return open_page("app_pages/data.py")
 
 
 def import_button(at):
-    return next(button for button in at.button if button.label == "Import")
-
-
-def metric_values(at) -> dict[str, str]:
-    return {metric.label: metric.value for metric in at.metric}
+    return button(at, "Import")
 
 
 def test_without_data_the_page_says_what_to_import(app):

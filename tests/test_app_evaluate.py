@@ -2,23 +2,21 @@
 sensitivity/specificity under the threshold slider, misclassified images (heat maps patched), downloads, and
 a run finalized by the real cxr.evaluation.finalize_run."""
 
-import io
 import json
 import os
 from pathlib import Path
 
+import helpers_app
 import numpy as np
 import pandas as pd
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
+from helpers_app import open_page, prepare_app, widget
 
 import app_components as ui
-from cxr import datasets, evaluation, runs
-from cxr.config import DataConfig, TrainingConfig
+from cxr import evaluation, runs
+from cxr.config import TrainingConfig
 from cxr.predict import PredictionResult
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # Test split: 4 normal, 4 pneumonia. At 0.5: normal .6 is a false positive, pneumonia .4 a false negative.
 TEST_TRUE = [0, 0, 0, 0, 1, 1, 1, 1]
 TEST_SCORE = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
@@ -27,22 +25,12 @@ TEST_SCORE = [0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9]
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-    monkeypatch.syspath_prepend(str(REPO_ROOT))
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    prepare_app(monkeypatch)
     return tmp_path
 
 
-def import_tiny_dataset(tmp_path: Path) -> None:
-    generator = np.random.default_rng(0)
-    arrays = {"train_images": generator.integers(0, 255, (8, 32, 32), dtype=np.uint8),
-              "train_labels": np.arange(8) % 2,
-              "test_images": generator.integers(0, 255, (8, 32, 32), dtype=np.uint8),
-              "test_labels": np.array(TEST_TRUE)}
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    (tmp_path / "tiny.npz").write_bytes(buffer.getvalue())
-    datasets.import_dataset(tmp_path / "tiny.npz", name="tiny", config=DataConfig(image_size=32))
+def import_tiny_dataset(folder: Path) -> None:
+    helpers_app.import_tiny_dataset(folder, test_labels=TEST_TRUE)
 
 
 def make_run(state: str, **status) -> str:
@@ -64,17 +52,12 @@ def write_evaluation(run_id: str, threshold: float = 0.5) -> None:
     (path / "model_card.md").write_text("# Model card\n\nIntended use: teaching.\n")
 
 
-def open_evaluate_page() -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=60)
-    at.run()
-    at.switch_page("app_pages/evaluate.py")
-    at.run()
-    assert not at.exception
-    return at
+def open_evaluate_page():
+    return open_page("app_pages/evaluate.py")
 
 
 def metric(at, label: str) -> str:
-    return next(item.value for item in at.metric if item.label == label)
+    return widget(at, "metric", label).value
 
 
 def test_without_runs_the_page_points_to_training(home):

@@ -2,38 +2,26 @@
 must not take the page down."""
 
 import os
-from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
+from helpers_app import REPO_ROOT, open_page, prepare_app
+from helpers_app import metric_values as metrics
 
-from cxr import paths, runs
+from cxr import runs
 from cxr.config import TrainingConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PAGES = tuple(f"app_pages/{name}.py" for name in ("home", "data", "train", "evaluate", "predict"))
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-    monkeypatch.syspath_prepend(str(REPO_ROOT))
-    monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    prepare_app(monkeypatch, bundled_model=tmp_path / "no-bundled-model")
     return tmp_path
 
 
-def open_app() -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=60)
-    at.run()
-    assert not at.exception
-    return at
-
-
-def metrics(at) -> dict[str, str]:
-    return {metric.label: metric.value for metric in at.metric}
+def open_app():
+    return open_page()
 
 
 def test_every_page_opens_on_an_empty_home_without_errors(home):
@@ -86,7 +74,6 @@ def test_a_backend_failure_is_a_message_not_a_crash(home, monkeypatch):
 def test_no_pages_folder_beside_the_entry_point():
     """Streamlit auto-discovers a ``pages/`` folder for the first request of a fresh server, so a deep link
     (``/predict``) showed raw file names instead of the st.navigation menu; page files live in app_pages/."""
-    root = Path(__file__).resolve().parents[1]
-    assert not (root / "pages").exists()
-    assert sorted(path.name for path in (root / "app_pages").glob("*.py")) == [
+    assert not (REPO_ROOT / "pages").exists()
+    assert sorted(path.name for path in (REPO_ROOT / "app_pages").glob("*.py")) == [
         "data.py", "evaluate.py", "home.py", "predict.py", "train.py"]

@@ -9,25 +9,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
+from helpers_app import open_page, prepare_app
 
-from cxr import paths, runs
+from cxr import runs
 from cxr.config import TrainingConfig
 from cxr.errors import ModelFileError
 from cxr.predict import PredictionResult, Predictor
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-    monkeypatch.syspath_prepend(str(REPO_ROOT))
     # The bundled model may or may not be in this checkout: these tests decide for themselves.
-    monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    prepare_app(monkeypatch, bundled_model=tmp_path / "no-bundled-model")
     yield tmp_path
     st.cache_resource.clear()
 
@@ -66,13 +62,8 @@ class FakePredictor:
         return results
 
 
-def open_predict_page() -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=120)
-    at.run()
-    at.switch_page("app_pages/predict.py")
-    at.run()
-    assert not at.exception
-    return at
+def open_predict_page():
+    return open_page("app_pages/predict.py", timeout=120)
 
 
 def test_without_any_model_the_page_explains_and_points_to_training(home):

@@ -1,32 +1,13 @@
 """The Train page (AppTest): presets, Start (the child process patched out), the live panel reading a real run
 directory, Stop, a failed run with Resume, the queue, the run list and the comparison chart."""
 
-import io
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
+from helpers_app import button, errors, import_tiny_dataset, open_page, prepare_app, widget
 
-from cxr import datasets, jobs, runs
-from cxr.config import DataConfig, TrainingConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def import_tiny_dataset(tmp_path: Path, name: str = "tiny") -> None:
-    generator = np.random.default_rng(0)
-    arrays = {}
-    for split in ("train", "test"):
-        arrays[f"{split}_images"] = generator.integers(0, 255, (8, 32, 32), dtype=np.uint8)
-        arrays[f"{split}_labels"] = np.arange(8) % 2
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    path = tmp_path / f"{name}.npz"
-    path.write_bytes(buffer.getvalue())
-    datasets.import_dataset(path, name=name, config=DataConfig(image_size=32))
+from cxr import jobs, runs
+from cxr.config import TrainingConfig
 
 
 def fake_run(dataset: str = "tiny", *, state: str = "running", epochs: int = 3, **status) -> str:
@@ -46,31 +27,12 @@ def add_epoch(run_id: str, epoch: int, seconds: float = 2.0) -> None:
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
-    monkeypatch.syspath_prepend(str(REPO_ROOT))
-    st.cache_resource.clear()
-    st.cache_data.clear()
+    prepare_app(monkeypatch)
     return tmp_path
 
 
-def open_train_page() -> AppTest:
-    at = AppTest.from_file(str(REPO_ROOT / "streamlit_app.py"), default_timeout=60)
-    at.run()
-    at.switch_page("app_pages/train.py")
-    at.run()
-    assert not at.exception
-    return at
-
-
-def widget(at, kind: str, label: str):
-    return next(item for item in getattr(at, kind) if item.label == label)
-
-
-def button(at, label: str):
-    return next(item for item in at.button if item.label == label)
-
-
-def errors(at) -> list[str]:
-    return [error.value for error in at.error]
+def open_train_page():
+    return open_page("app_pages/train.py")
 
 
 def test_without_a_data_set_the_page_points_to_the_data_page(home):

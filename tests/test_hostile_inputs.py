@@ -255,24 +255,16 @@ def test_thousands_of_non_image_files_among_a_few_images_are_skipped_quickly(tmp
 @pytest.fixture
 def predict_page(stored, monkeypatch):
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
+    from helpers_app import open_page, prepare_app
 
-    from cxr import paths
+    prepare_app(monkeypatch, bundled_model=PROJECT_ROOT / "no-bundled-model-in-these-tests")
 
-    monkeypatch.syspath_prepend(str(PROJECT_ROOT))
-    monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", PROJECT_ROOT / "no-bundled-model-in-these-tests")
-    st.cache_resource.clear()
-
-    def open_page() -> AppTest:
-        at = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=120)
-        at.run()
-        at.switch_page("app_pages/predict.py")
-        at.run()
-        assert not at.exception
+    def open_predict_page():
+        at = open_page("app_pages/predict.py", timeout=120)
         assert at.selectbox[0].value == stored["run_id"]
         return at
 
-    yield open_page
+    yield open_predict_page
     st.cache_resource.clear()
 
 

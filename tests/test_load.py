@@ -85,25 +85,18 @@ def test_one_sessions_upload_is_never_visible_to_another(tmp_path, monkeypatch, 
     sessions of a server do): the second sees neither the first's upload nor its results, then gets only its own."""
     import cv2
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
+    from helpers_app import open_page, prepare_app
 
-    from cxr import paths, runs
+    from cxr import runs
     from cxr.config import TrainingConfig
 
-    monkeypatch.syspath_prepend(str(PROJECT_ROOT))
-    monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", tmp_path / "no-bundled-model")
-    st.cache_resource.clear()
+    prepare_app(monkeypatch, bundled_model=tmp_path / "no-bundled-model")
     run_dir = runs.new_run("tiny", TrainingConfig(image_size=32, epochs=1))
     bench.brightness_model().save(run_dir / "model.keras")
     runs.write_status(run_dir, state="finished")
 
-    def open_session() -> AppTest:
-        at = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=120)
-        at.run()
-        at.switch_page("app_pages/predict.py")
-        at.run()
-        assert not at.exception
-        return at
+    def open_session():
+        return open_page("app_pages/predict.py", timeout=120)
 
     def png(level: int) -> bytes:
         ok, encoded = cv2.imencode(".png", np.full((128, 128), level, np.uint8))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_app import import_tiny_dataset, open_page, prepare_app
 
 from cxr import cli
 from cxr.commands import train as train_command
@@ -191,32 +192,12 @@ def test_command_line_in_a_real_process_prints_one_line_and_no_traceback(flag, v
 
 
 # -------------------------------------------------------------------------------------------------- pages
-def open_page(page: str):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=60)
-    at.run()
-    at.switch_page(page)
-    at.run()
-    assert not at.exception
-    return at
-
-
 @pytest.fixture
 def app_home(cxr_home, monkeypatch):
     import streamlit as st
 
-    monkeypatch.syspath_prepend(str(PROJECT_ROOT))
-    st.cache_resource.clear()
-    st.cache_data.clear()
-    from cxr import datasets
-
-    generator = np.random.default_rng(0)
-    path = cxr_home / "tiny.npz"
-    np.savez(path, train_images=generator.integers(0, 255, (8, 32, 32), dtype=np.uint8),
-             train_labels=np.arange(8) % 2, test_images=generator.integers(0, 255, (8, 32, 32), dtype=np.uint8),
-             test_labels=np.arange(8) % 2)
-    datasets.import_dataset(path, name="tiny", config=DataConfig(image_size=32))
+    prepare_app(monkeypatch)
+    import_tiny_dataset(cxr_home)
     yield cxr_home
     st.cache_resource.clear()
 

@@ -148,34 +148,18 @@ def test_a_restarted_page_finds_a_run_that_a_dead_server_left_training(cxr_home,
     """The page side of a server restart: a run whose trainer is alive (this process plays it) is found by a new
     session of a new server (AppTest), which follows it; when the trainer is gone, it reads interrupted and the
     page offers Resume."""
-    import io
-
-    import numpy as np
     import streamlit as st
-    from streamlit.testing.v1 import AppTest
+    from helpers_app import import_tiny_dataset, open_page, prepare_app
 
-    from cxr import datasets
-    from cxr.config import DataConfig, TrainingConfig
+    from cxr.config import TrainingConfig
 
-    monkeypatch.syspath_prepend(str(PROJECT_ROOT))
-    st.cache_resource.clear()
-    generator = np.random.default_rng(0)
-    buffer = io.BytesIO()
-    np.savez(buffer, train_images=generator.integers(0, 255, (8, 32, 32), dtype=np.uint8),
-             train_labels=np.arange(8) % 2, test_images=generator.integers(0, 255, (8, 32, 32), dtype=np.uint8),
-             test_labels=np.arange(8) % 2)
-    (cxr_home / "tiny.npz").write_bytes(buffer.getvalue())
-    datasets.import_dataset(cxr_home / "tiny.npz", name="tiny", config=DataConfig(image_size=32))
+    prepare_app(monkeypatch)
+    import_tiny_dataset(cxr_home)
     run_dir = runs.new_run("tiny", TrainingConfig(image_size=32, epochs=3))
     runs.write_status(run_dir, state="running", pid=os.getpid(), epoch=2, epochs=3, batch=1, batches=4)
 
-    def open_train_page() -> AppTest:
-        at = AppTest.from_file(str(PROJECT_ROOT / "streamlit_app.py"), default_timeout=60)
-        at.run()
-        at.switch_page("app_pages/train.py")
-        at.run()
-        assert not at.exception
-        return at
+    def open_train_page():
+        return open_page("app_pages/train.py")
 
     at = open_train_page()
     follow = next(item for item in at.selectbox if item.label == "Run to follow")
