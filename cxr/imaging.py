@@ -69,7 +69,8 @@ class ImageInfo:
     ``mode``: one of "gray", "gray16" (more than 8 bits of gray), "rgb", "rgba", "palette",
     "monochrome1", "monochrome2" (DICOM photometric interpretations). ``bit_depth``: bits per sample
     in the file (DICOM: BitsStored). ``body_part``, ``view_position``, ``modality``: DICOM
-    BodyPartExamined, ViewPosition and Modality, else ``None``. ``is_color_photo``: the chroma is
+    BodyPartExamined, ViewPosition and Modality, else ``None``; ``patient_age``: DICOM PatientAge as
+    written (e.g. "045Y", "006M"), else ``None``. ``is_color_photo``: the chroma is
     strong enough that the picture is likely a photograph, not an X-ray. ``num_frames``: frames in the
     file (only the first is decoded).
     """
@@ -85,6 +86,7 @@ class ImageInfo:
     modality: str | None = None
     is_color_photo: bool = False
     num_frames: int = 1
+    patient_age: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A plain JSON-serializable dict of the fields."""
@@ -661,7 +663,7 @@ def _decode_dicom_unguarded(data: bytes, name: str, max_pixels: int, min_side: i
                      bit_depth=bit_depth, body_part=_dicom_text(dataset, "BodyPartExamined"),
                      view_position=_dicom_text(dataset, "ViewPosition"),
                      modality=_dicom_text(dataset, "Modality"), is_color_photo=is_color_photo,
-                     num_frames=num_frames)
+                     num_frames=num_frames, patient_age=_dicom_text(dataset, "PatientAge"))
     return DecodedImage(pixels=np.ascontiguousarray(pixels, dtype=np.uint8), info=info)
 
 
