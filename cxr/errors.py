@@ -24,3 +24,7 @@ class ModelFileError(CxrError):
 
 class RunError(CxrError):
     """A run directory that is missing, incomplete, or in a state that forbids the request."""
+
+
+class DeploymentError(CxrError):
+    """A deployment setting from the environment (``CXR_MODE``, the demo limits, the audit log) that is invalid."""
