@@ -73,16 +73,98 @@ def guarded(action: str) -> Iterator[None]:
         show_error(error, action)
 
 
-def run_page(page: Callable[[], None], *, title: str) -> None:
-    """Run a page's body; an unexpected exception becomes one short message instead of a stack trace."""
+def run_page(page: Callable[[], None], *, key: str) -> None:
+    """Every page's last line: :func:`start_page` (page settings, the menu, a refusal of a page this server
+    does not offer), then the page's body; an unexpected exception becomes one short message instead of a
+    stack trace."""
+    start_page(key)
     try:
         page()
     except Exception as error:  # noqa: BLE001
-        show_error(error, f"The {title} page")
+        show_error(error, f"The {page_entry(key).label} page")
 
 
 def disclaimer() -> None:
-    st.caption(DISCLAIMER)
+    """The banner every clinical page shows first: in words, not a diagnostic device."""
+    st.warning(DISCLAIMER, icon=":material/warning:")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layout: Streamlit's multipage convention (streamlit_app.py is Home, pages/*.py are discovered, so a deep
+# link works from the first request of a fresh server) with its own sidebar menu switched off
+# (client.showSidebarNavigation = false) and this menu drawn instead, so labels, icons and which pages
+# appear are the app's to decide.
+
+
+@dataclasses.dataclass(frozen=True)
+class PageEntry:
+    key: str  # the page's name in code: "home", "data", "train", "evaluate", "predict"
+    path: str  # relative to streamlit_app.py, as st.page_link / st.switch_page take it
+    label: str  # shown in the menu
+    icon: str
+    summary: str  # one line on Home
+
+
+PAGES = (
+    PageEntry("home", "streamlit_app.py", "Home", ":material/home:", "What this app does and does not"),
+    PageEntry("data", "pages/data.py", "Data", ":material/dataset:",
+              "Data: import a data set, look at it, preview augmentation"),
+    PageEntry("train", "pages/train.py", "Train", ":material/model_training:",
+              "Train: choose settings, start, follow live, stop, compare runs"),
+    PageEntry("evaluate", "pages/evaluate.py", "Evaluate", ":material/analytics:",
+              "Evaluate: report, confusion matrix, ROC/PR, threshold, calibration"),
+    PageEntry("predict", "pages/predict.py", "Predict", ":material/radiology:",
+              "Predict: drop X-rays (JPEG, PNG, DICOM), get a plain-language answer and a heat map"),
+)
+FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.png"  # a file, not a font server: works offline
+
+
+def page_entry(key: str) -> PageEntry:
+    for entry in PAGES:
+        if entry.key == key:
+            return entry
+    raise KeyError(f"unknown page {key!r}; pages are {[entry.key for entry in PAGES]}")
+
+
+def available_pages() -> tuple[str, ...]:
+    """Keys of the pages this server offers, in menu order. Every page here; a restricted mode of the server
+    returns fewer, and the menu and :func:`page_refusal` follow it."""
+    return tuple(entry.key for entry in PAGES)
+
+
+def page_refusal(key: str) -> str | None:
+    """Why page ``key`` is refused on this server (shown instead of it, also to a direct link), or ``None``."""
+    if key in available_pages():
+        return None
+    return f"The {page_entry(key).label} page is not available on this server."
+
+
+def menu(current: str) -> None:
+    """The sidebar menu: one link per available page."""
+    with st.sidebar:
+        for key in available_pages():
+            entry = page_entry(key)
+            st.page_link(entry.path, label=entry.label, icon=entry.icon)
+
+
+def link_to(key: str, label: str | None = None) -> None:
+    """A link to page ``key`` in the page body, drawn only when this server offers that page."""
+    if key in available_pages():
+        entry = page_entry(key)
+        st.page_link(entry.path, label=label or f"Go to the {entry.label} page", icon=entry.icon)
+
+
+def start_page(key: str) -> None:
+    """Page settings (title, offline favicon, wide layout), the menu, and, for a page this server does not
+    offer, its refusal instead of the page (``st.stop``)."""
+    entry = page_entry(key)
+    st.set_page_config(page_title=f"{entry.label} · cxr chest X-ray classifier", page_icon=FAVICON, layout="wide")
+    menu(key)
+    refusal = page_refusal(key)
+    if refusal is not None:
+        st.error(refusal, icon=":material/block:")
+        st.page_link(PAGES[0].path, label="Go to the Home page", icon=PAGES[0].icon)
+        st.stop()
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -234,8 +316,7 @@ def format_seconds(seconds: float | None) -> str:
 def estimate_epoch_seconds(config: Any, num_train_images: int) -> tuple[float | None, str]:
     """Seconds one epoch of ``config`` should take on ``num_train_images`` images, and how it was found.
 
-    Uses ``cxr.training.estimate_epoch_seconds(config, num_images)`` when the backend offers it; otherwise
-    scales the measured seconds per image of earlier runs of the same model and image size on this server
+    Scales the measured seconds per image of earlier runs of the same model and image size on this server
     (their median), since that is what this machine really does. ``(None, reason)`` when nothing is known.
     """
     images = int(num_train_images)
@@ -243,14 +324,6 @@ def estimate_epoch_seconds(config: Any, num_train_images: int) -> tuple[float | 
         images = min(images, int(config.max_batches_per_epoch) * int(config.batch_size))
     if images <= 0:
         return None, "the data set has no training images"
-    try:
-        from cxr import training
-
-        backend_estimate = getattr(training, "estimate_epoch_seconds", None)
-    except ImportError:
-        backend_estimate = None
-    if backend_estimate is not None:
-        return float(backend_estimate(config, images)), "estimated by cxr.training"
 
     from cxr import datasets, runs
 
@@ -293,9 +366,6 @@ def augment_examples(image: Any, config: Any, *, count: int, seed: int) -> list:
 
     from cxr import training
 
-    backend = getattr(training, "augment_examples", None)
-    if backend is not None:
-        return list(backend(image, config, count=count, seed=seed))
     augmentation = training.build_augmentation(config.replace(seed=int(seed)))
     pixels = np.asarray(image, dtype=np.uint8)
     if augmentation is None:  # every strength at 0: the image as it is

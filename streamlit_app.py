@@ -1,22 +1,68 @@
-"""Entry point: ``streamlit run streamlit_app.py``. Declares the pages and runs the one asked for.
+"""Entry point and Home page: ``streamlit run streamlit_app.py``.
 
-Kept tiny on purpose: nothing heavy is imported here, so the first page is served in seconds.
-The page files live in ``app_pages/``, not ``pages/``: Streamlit still auto-discovers a ``pages/``
-folder for the very first request of a fresh server, so a deep link such as ``/predict`` would show
-file names instead of this navigation.
+Streamlit's multipage convention: this file is the Home page (``/``) and the files in ``pages/`` are the
+other pages, discovered by Streamlit at start, so a deep link such as ``/predict`` works from the first
+request of a fresh server; their URLs are their file names (``pages/predict.py`` -> ``/predict``). Streamlit's
+own page list is hidden (``client.showSidebarNavigation = false``); every page draws the app's menu through
+``app_components.run_page``. Nothing heavy is imported here, so the first page is served in seconds.
 """
 
 import streamlit as st
 
-st.set_page_config(page_title="cxr: chest X-ray classifier", page_icon=":material/radiology:", layout="wide")
+import app_components as ui
 
-PAGES = [
-    st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
-    st.Page("app_pages/data.py", title="Data", icon=":material/dataset:"),
-    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
-    st.Page("app_pages/evaluate.py", title="Evaluate", icon=":material/analytics:"),
-    st.Page("app_pages/predict.py", title="Predict", icon=":material/radiology:"),
-]
 
-navigation = st.navigation(PAGES)
-navigation.run()
+def state_at_a_glance() -> None:
+    datasets, runs, active, finished = [], [], [], []
+    with ui.guarded("Reading the imported data sets"):
+        datasets = ui.list_dataset_names()
+    with ui.guarded("Reading the training runs"):
+        runs = ui.list_runs()
+        active = [summary for summary in runs if ui.run_state_of(summary) in ui.ACTIVE_STATES]
+        finished = ui.finished_runs_with_model()
+    default_model = ui.bundled_model_available()
+
+    data_column, model_column, training_column = st.columns(3)
+    data_column.metric("Data sets imported", len(datasets), border=True,
+                       help=", ".join(datasets) if datasets else "None yet: import one on the Data page.")
+    model_column.metric("Models available", len(finished) + int(default_model), border=True,
+                        help=("the bundled default model and " if default_model else "no bundled model; ")
+                        + f"{len(finished)} finished training run(s)")
+    if active:
+        running = [ui.run_id_of(summary) for summary in active]
+        training_column.metric("Training", f"{len(active)} active", border=True, help=", ".join(running))
+    else:
+        training_column.metric("Training", "idle", border=True, help="No run is queued or running.")
+
+    if not datasets:
+        st.info("No data set yet. Start on the **Data** page: import a folder on the server, a `.zip` or a "
+                "MedMNIST-style `.npz`.")
+    if not default_model and not finished:
+        st.warning("No model is available yet: the bundled default model is missing and no training run has "
+                   "finished. Train one on the **Train** page to use Evaluate and Predict.")
+
+
+def main() -> None:
+    st.title("Chest X-ray classifier")
+    st.markdown(
+        "Train and use convolutional networks that tell a **normal** chest X-ray from one with **pneumonia**, "
+        "from the browser. It reproduces the TensorFlow 2 tutorial by Chapman (2021) on the Kermany pediatric "
+        "data set, and goes further: patient-grouped validation, a fast CPU network, live training charts, "
+        "calibrated probabilities with a chosen threshold, and heat maps of what drove each answer."
+    )
+    st.warning(ui.DISCLAIMER, icon=":material/warning:")
+    st.markdown(
+        "**What it does not do:** diagnose, triage, or replace a radiologist; judge adults' X-rays, other "
+        "views or other diseases reliably (it was trained on pediatric frontal chest X-rays only); keep your "
+        "uploads (images are processed in memory and forgotten)."
+    )
+
+    st.subheader("At a glance")
+    state_at_a_glance()
+
+    st.subheader("Pages")
+    for key in (key for key in ui.available_pages() if key != "home"):
+        ui.link_to(key, ui.page_entry(key).summary)
+
+
+ui.run_page(main, key="home")

@@ -30,7 +30,7 @@ def prepare_app(monkeypatch, *, bundled_model: Path | None = None) -> None:
 
 
 def open_page(page: str | None = None, *, timeout: float = 60):
-    """A fresh session of the app (``streamlit_app.py``), switched to ``page`` (e.g. "app_pages/train.py"),
+    """A fresh session of the app (``streamlit_app.py``), switched to ``page`` (e.g. "pages/train.py"),
     run, and checked to have raised nothing."""
     from streamlit.testing.v1 import AppTest
 

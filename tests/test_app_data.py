@@ -44,7 +44,7 @@ def make_npz(num_images: int = 8) -> bytes:
 def app(tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_HOME", str(tmp_path / "home"))
     prepare_app(monkeypatch)
-    return open_page("app_pages/data.py")
+    return open_page("pages/data.py")
 
 
 def import_button(at):

@@ -53,7 +53,7 @@ def write_evaluation(run_id: str, threshold: float = 0.5) -> None:
 
 
 def open_evaluate_page():
-    return open_page("app_pages/evaluate.py")
+    return open_page("pages/evaluate.py")
 
 
 def metric(at, label: str) -> str:

@@ -63,7 +63,7 @@ class FakePredictor:
 
 
 def open_predict_page():
-    return open_page("app_pages/predict.py", timeout=120)
+    return open_page("pages/predict.py", timeout=120)
 
 
 def test_without_any_model_the_page_explains_and_points_to_training(home):

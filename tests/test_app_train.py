@@ -32,7 +32,7 @@ def home(tmp_path, monkeypatch):
 
 
 def open_train_page():
-    return open_page("app_pages/train.py")
+    return open_page("pages/train.py")
 
 
 def test_without_a_data_set_the_page_points_to_the_data_page(home):
@@ -57,9 +57,9 @@ def test_presets_fill_the_settings(home):
     # A change survives a visit to another page (Streamlit forgets widgets that are not drawn).
     widget(at, "slider", "Epochs").set_value(5)
     at.run()
-    at.switch_page("app_pages/data.py")
+    at.switch_page("pages/data.py")
     at.run()
-    at.switch_page("app_pages/train.py")
+    at.switch_page("pages/train.py")
     at.run()
     assert widget(at, "slider", "Epochs").value == 5
     assert widget(at, "selectbox", "Model").value == "seed"

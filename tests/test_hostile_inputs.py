@@ -260,7 +260,7 @@ def predict_page(stored, monkeypatch):
     prepare_app(monkeypatch, bundled_model=PROJECT_ROOT / "no-bundled-model-in-these-tests")
 
     def open_predict_page():
-        at = open_page("app_pages/predict.py", timeout=120)
+        at = open_page("pages/predict.py", timeout=120)
         assert at.selectbox[0].value == stored["run_id"]
         return at
 

@@ -96,7 +96,7 @@ def test_one_sessions_upload_is_never_visible_to_another(tmp_path, monkeypatch, 
     runs.write_status(run_dir, state="finished")
 
     def open_session():
-        return open_page("app_pages/predict.py", timeout=120)
+        return open_page("pages/predict.py", timeout=120)
 
     def png(level: int) -> bytes:
         ok, encoded = cv2.imencode(".png", np.full((128, 128), level, np.uint8))

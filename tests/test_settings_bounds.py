@@ -214,7 +214,7 @@ TRAIN_SELECT_SLIDERS = {"Batch size": "batch_size", "Learning rate": "learning_r
 
 
 def test_train_page_widgets_only_offer_values_inside_the_allowed_ranges(app_home):
-    at = open_page("app_pages/train.py")
+    at = open_page("pages/train.py")
     sliders = {slider.label: slider for slider in at.slider}
     for label, name in TRAIN_SLIDERS.items():
         low, high, _ = TRAINING_BOUNDS[name]
@@ -234,7 +234,7 @@ def test_train_page_widgets_only_offer_values_inside_the_allowed_ranges(app_home
 def test_train_page_forged_values_beyond_range_never_reach_a_run(app_home, kind, label, value):
     """A hostile client can send any number over the websocket (AppTest does the same): Streamlit refuses
     the value server-side and the widget keeps a value inside its range; no exception, no run starts."""
-    at = open_page("app_pages/train.py")
+    at = open_page("pages/train.py")
     target = next(item for item in getattr(at, kind) if item.label == label)
     target.set_value(value)
     at.run()
@@ -249,7 +249,7 @@ def test_train_page_forged_values_beyond_range_never_reach_a_run(app_home, kind,
 def test_train_page_out_of_range_values_in_session_state_are_clamped_not_a_crash(app_home):
     """Values outside the sliders' ranges put into the session (as a page bug or a stale session could) do not
     crash the page: Streamlit puts the widget back inside its range, so the config the page builds is valid."""
-    at = open_page("app_pages/train.py")
+    at = open_page("pages/train.py")
     at.session_state["setting_early_stopping_patience"] = 0
     at.session_state["setting_epochs"] = 600
     at.run()
@@ -260,7 +260,7 @@ def test_train_page_out_of_range_values_in_session_state_are_clamped_not_a_crash
 
 
 def test_data_page_image_size_cannot_exceed_the_range(app_home):
-    at = open_page("app_pages/data.py")
+    at = open_page("pages/data.py")
     size = next(item for item in at.number_input if item.label.startswith("Image size"))
     assert (size.proto.min, size.proto.max) == DATA_BOUNDS["image_size"][:2]
     size.set_value(4096)

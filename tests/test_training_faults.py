@@ -159,7 +159,7 @@ def test_a_restarted_page_finds_a_run_that_a_dead_server_left_training(cxr_home,
     runs.write_status(run_dir, state="running", pid=os.getpid(), epoch=2, epochs=3, batch=1, batches=4)
 
     def open_train_page():
-        return open_page("app_pages/train.py")
+        return open_page("pages/train.py")
 
     at = open_train_page()
     follow = next(item for item in at.selectbox if item.label == "Run to follow")

@@ -7,6 +7,7 @@ Screenshots go to ``test-artifacts/screenshots/`` and measured times to ``test-a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -78,14 +79,15 @@ def stop_active_runs(home: Path) -> None:
                 pass
 
 
-@pytest.fixture(scope="session")
-def app_server(chromium_path, cxr_home):
-    """The app served by ``streamlit run streamlit_app.py``; yields its base URL."""
+@contextlib.contextmanager
+def served_app(home: Path, log_name: str = "streamlit-server.log", environment: dict | None = None):
+    """A fresh ``streamlit run streamlit_app.py`` on a free port with ``CXR_HOME=home``; yields
+    ``{"url", "started", "process"}`` once /_stcore/health answers, and ends the server afterwards."""
     port = free_port()
-    environment = dict(os.environ, CXR_HOME=str(cxr_home), PYTHONUNBUFFERED="1")
-    log_path = ARTIFACTS / "streamlit-server.log"
+    environment = dict(os.environ, CXR_HOME=str(home), PYTHONUNBUFFERED="1", **(environment or {}))
+    log_path = ARTIFACTS / log_name
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "w")  # noqa: SIM115 - closed in the teardown below
+    log = open(log_path, "w")  # noqa: SIM115 - closed in the finally below
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
@@ -106,16 +108,23 @@ def app_server(chromium_path, cxr_home):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"streamlit did not answer /_stcore/health in {SERVER_START_TIMEOUT} s")
             time.sleep(0.1)
-        record_timing("server_health_ok_seconds", time.perf_counter() - started)
-        yield {"url": url, "started": started, "process": process}
+        yield {"url": url, "started": started, "process": process, "health_seconds": time.perf_counter() - started}
     finally:
-        stop_active_runs(cxr_home)
+        stop_active_runs(home)
         process.terminate()
         try:
             process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def app_server(chromium_path, cxr_home):
+    """The app served by ``streamlit run streamlit_app.py`` for the whole session; yields its base URL."""
+    with served_app(cxr_home) as server:
+        record_timing("server_health_ok_seconds", server["health_seconds"])
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ def choose_model() -> str | None:
     if not choices:
         st.warning("No model to predict with: there is no bundled default model and no training run has finished "
                    "yet. Train a model on the Train page first.")
-        st.page_link("app_pages/train.py", label="Go to the Train page", icon=":material/model_training:")
+        ui.link_to("train")
         return None
     if st.session_state.get(ui.KEY_PREDICT_MODEL) not in choices:
         st.session_state[ui.KEY_PREDICT_MODEL] = choices[0]
@@ -146,4 +146,4 @@ def main() -> None:
         result_card(result, show_overlay and explain_method != "none")
 
 
-ui.run_page(main, title="Predict")
+ui.run_page(main, key="predict")

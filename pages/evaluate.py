@@ -28,7 +28,7 @@ def choose_run() -> str | None:
     summaries = ui.list_runs()
     if not summaries:
         st.info("No training run yet: train a model on the Train page, then evaluate it here.")
-        st.page_link("app_pages/train.py", label="Go to the Train page", icon=":material/model_training:")
+        ui.link_to("train")
         return None
     ids = [ui.run_id_of(summary) for summary in summaries]
     states = {ui.run_id_of(summary): ui.run_state_of(summary) for summary in summaries}
@@ -224,4 +224,4 @@ def main() -> None:
     downloads_section(run_id, metrics)
 
 
-ui.run_page(main, title="Evaluate")
+ui.run_page(main, key="evaluate")

@@ -227,4 +227,4 @@ def main() -> None:
     explore_section()
 
 
-ui.run_page(main, title="Data")
+ui.run_page(main, key="data")

@@ -152,7 +152,7 @@ def start_section() -> None:
     entries = datasets.list_datasets()
     if not entries:
         st.info("No data set to train on yet: import one on the Data page first.")
-        st.page_link("app_pages/data.py", label="Go to the Data page", icon=":material/dataset:")
+        ui.link_to("data")
         return
     names = [entry["name"] for entry in entries]
     wanted = st.session_state.get(ui.KEY_DATASET)
@@ -338,4 +338,4 @@ def main() -> None:
     runs_section(summaries)
 
 
-ui.run_page(main, title="Train")
+ui.run_page(main, key="train")
