@@ -1,0 +1,88 @@
+"""Exact values of the reported metrics: hand-computed cases and independent re-computations.
+
+Every figure is compared with a value worked out here another way (by hand, scikit-learn, SciPy's
+Wilson interval, or a bootstrap re-implemented from its definition), never with a range that any
+proportion satisfies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+from sklearn.metrics import precision_score, recall_score, roc_auc_score
+
+from cxr import evaluation
+
+# Threshold 0.5: tp = 2 (0.9, 0.8), fn = 1 (0.3), fp = 2 (0.6, 0.7), tn = 2 (0.1, 0.2). fp != fn, so a
+# PPV computed over tp + fn (or an NPV over tn + fp) gives another number.
+HAND_TRUE = [0, 0, 0, 0, 1, 1, 1]
+HAND_SCORE = [0.6, 0.7, 0.1, 0.2, 0.9, 0.8, 0.3]
+
+
+def wilson(successes: int, total: int) -> tuple[float, float]:
+    interval = binomtest(successes, total).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
+def test_binary_metrics_hand_case_every_proportion_and_interval():
+    metrics = evaluation.binary_metrics(HAND_TRUE, HAND_SCORE, 0.5, bootstrap_resamples=50)
+    assert metrics["counts"] == {"tn": 2, "fp": 2, "fn": 1, "tp": 2}
+    expected = {  # (successes, total) worked out by hand from the counts above
+        "accuracy": (4, 7),
+        "sensitivity": (2, 3),  # tp / (tp + fn)
+        "specificity": (2, 4),  # tn / (tn + fp)
+        "ppv": (2, 4),  # tp / (tp + fp)
+        "npv": (2, 3),  # tn / (tn + fn)
+    }
+    for key, (successes, total) in expected.items():
+        entry = metrics[key]
+        assert (entry["successes"], entry["total"]) == (successes, total), key
+        assert entry["value"] == pytest.approx(successes / total), key
+        assert (entry["low"], entry["high"]) == pytest.approx(wilson(successes, total), abs=1e-9), key
+    # F1 = 2 PPV sensitivity / (PPV + sensitivity) = 2 (1/2)(2/3) / (7/6) = 4/7.
+    assert metrics["f1"] == pytest.approx(4 / 7)
+    assert metrics["prior"] == pytest.approx(3 / 7) and metrics["n"] == 7
+
+
+def test_binary_metrics_agree_with_scikit_learn_on_random_scores():
+    generator = np.random.default_rng(11)
+    labels = generator.integers(0, 2, 250)
+    scores = np.clip(generator.normal(0.35 + 0.3 * labels, 0.2), 0.0, 1.0)
+    threshold = 0.45
+    metrics = evaluation.binary_metrics(labels, scores, threshold, bootstrap_resamples=50)
+    predicted = (scores >= threshold).astype(int)
+    assert metrics["ppv"]["value"] == pytest.approx(precision_score(labels, predicted))
+    assert metrics["sensitivity"]["value"] == pytest.approx(recall_score(labels, predicted))
+    assert metrics["npv"]["value"] == pytest.approx(precision_score(labels, predicted, pos_label=0))
+    assert metrics["specificity"]["value"] == pytest.approx(recall_score(labels, predicted, pos_label=0))
+    assert metrics["auc"]["value"] == pytest.approx(roc_auc_score(labels, scores))
+
+
+def reference_bootstrap(labels, scores, resamples: int, seed: int) -> tuple[float, float]:
+    """The percentile bootstrap written from its definition: resample images with replacement, skip
+    one-class resamples, take the 2.5th and 97.5th percentiles of scikit-learn's AUC."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    generator = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        index = generator.integers(0, len(labels), len(labels))
+        if labels[index].min() != labels[index].max():
+            values.append(roc_auc_score(labels[index], scores[index]))
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def test_bootstrap_auc_interval_is_the_95_percent_percentile_interval():
+    generator = np.random.default_rng(5)
+    labels = np.r_[np.zeros(15, int), np.ones(10, int)]
+    scores = np.clip(generator.normal(0.4 + 0.2 * labels, 0.2), 0.0, 1.0)
+    expected = reference_bootstrap(labels, scores, resamples=300, seed=9)
+    assert evaluation.bootstrap_auc_interval(labels, scores, resamples=300, seed=9) == pytest.approx(expected)
+    # binary_metrics reports the same interval (its seed is BOOTSTRAP_SEED).
+    metrics = evaluation.binary_metrics(labels, scores, 0.5, bootstrap_resamples=300)
+    seeded = reference_bootstrap(labels, scores, resamples=300, seed=evaluation.BOOTSTRAP_SEED)
+    assert (metrics["auc"]["low"], metrics["auc"]["high"]) == pytest.approx(seeded)
+    # A 90 % interval is strictly inside: the two are told apart by these data.
+    low90, high90 = evaluation.bootstrap_auc_interval(labels, scores, resamples=300, seed=9, confidence=0.90)
+    assert expected[0] < low90 and high90 < expected[1]
