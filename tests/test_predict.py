@@ -287,11 +287,12 @@ def test_predict_command_rows_csv_and_exit_status(model_folder, tmp_path, capsys
     bad.write_bytes(b"\xff\xd8\xff\xe0 truncated")
     out_csv = tmp_path / "out.csv"
     status = main(["predict", str(good), str(bad), "--model", str(model_folder / "model.keras"), "--csv", str(out_csv)])
-    assert status == 1  # one file failed
-    printed = capsys.readouterr().out
-    assert "bright.png" in printed and "pneumonia" in printed and "broken.jpg" in printed
+    assert status == 2  # one file could not be read
+    printed = capsys.readouterr()
+    assert "bright.png" in printed.out and "pneumonia" in printed.out
+    assert printed.err.startswith("error: ") and "broken.jpg" in printed.err.splitlines()[0]
     table = pd.read_csv(out_csv)
-    assert table["file"].tolist() == [str(good), str(bad)]
+    assert table["file"].tolist() == ["in/bright.png", "in/broken.jpg"]  # relative to the CSV's folder
     assert table.loc[0, "label"] == "pneumonia" and isinstance(table.loc[1, "error"], str)
     assert main(["predict", str(good), "--model", str(model_folder / "model.keras")]) == 0
 
@@ -344,7 +345,7 @@ def test_evaluate_command_on_run_and_external_folder(cxr_home, tmp_path, capsys)
         write_png(external / "NORMAL" / f"n{index}.png", 30 + 10 * index)
         write_png(external / "Pneumonia" / f"p{index}.png", 180 + 10 * index)
     (external / "NORMAL" / "bad.png").write_text("not an image")
-    assert main(["evaluate", "--model", run.name, "--data", str(external)]) == 1  # one unreadable file
+    assert main(["evaluate", "--model", run.name, "--data", str(external)]) == 2  # one unreadable file
     report = json.loads((run / "external_other_hospital.json").read_text())
     assert report["metrics"]["n"] == 8 and report["metrics"]["auc"]["value"] == 1.0
     assert len(report["errors"]) == 1 and "bad.png" in report["errors"][0]["file"]

@@ -8,6 +8,10 @@ confusion matrix; Altair ``.html`` + ``.json``) into the run folder. A run that 
 With ``--data``: external validation on a labelled folder (``normal/``, ``pneumonia/``) or an imported
 data set's test split, at the model's saved threshold and temperature, reported separately and saved
 as ``external_<name>.json`` (and in ``metrics.json["external"]`` and the model card, for a run).
+
+Where outputs go: ``--output DIR`` if given, else the run's folder; a model that is not a run (the
+bundled model, a ``.keras`` file) saves nothing without ``--output`` (never the current folder). Each
+unreadable image gets one ``error: …`` line and the exit status is 2; the others are still evaluated.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 import sys
 from pathlib import Path
 
-import pandas as pd
+USAGE_ERROR = 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--data", default=None, help="labelled folder (normal/, pneumonia/) or imported data set: external validation"
     )
     parser.add_argument(
-        "--out", default=None, help="folder for figures and reports (default: the run folder, else ./evaluation)"
+        "--output", "--out", dest="output", default=None, metavar="DIR",
+        help="folder for figures and reports (default: the run's folder; other models save only with this)",
     )
     parser.add_argument("--no-figures", action="store_true", help="print the report only")
     parser.set_defaults(handler=run_evaluate)
@@ -108,13 +113,17 @@ def _safe_name(name: str) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from cxr import evaluation
     from cxr.predict import Predictor, external_validation
+    from cxr.tensorflow_loader import import_tensorflow
 
+    import_tensorflow()
     predictor = Predictor.load(args.model)
     folder = predictor.folder
     is_run = folder is not None and (folder / "config.json").is_file()
-    out = Path(args.out) if args.out else (folder if is_run else Path.cwd() / "evaluation")
+    out = Path(args.output).expanduser() if args.output else (folder if is_run else None)
     print(
         f"model: {predictor.source} ({predictor.image_size} px; threshold {predictor.threshold:.4f} "
         f"[{predictor.threshold_rule}], temperature {predictor.temperature:.3f})"
@@ -131,11 +140,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     "for an evaluation on labelled images.",
                     file=sys.stderr,
                 )
-                return 2
+                return USAGE_ERROR
             print("no metrics.json yet: evaluating the run's validation and test splits ...")
             metrics = _finalize_from_dataset(folder, predictor)
         print(evaluation.format_run_metrics(metrics))
-        if is_run and not args.no_figures and (folder / "predictions.csv").is_file():
+        if out is not None and folder is not None and not args.no_figures and (folder / "predictions.csv").is_file():
             predictions = pd.read_csv(folder / "predictions.csv")
             written = []
             for split, key in (("val", "validation"), ("test", "test")):
@@ -155,9 +164,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(evaluation.format_metrics(metrics, title=f"== external validation: {result['name']} ({result['source']}) =="))
     print("(threshold and temperature as saved with the model: nothing was refitted on these images)")
     for error in result["errors"]:
-        print(f"skipped {error['file']}: {error['error']}", file=sys.stderr)
+        print(f"error: {error['error']}", file=sys.stderr)
     if result["warnings"]:
         print(f"{len(result['warnings'])} images had warnings (unlike the training data); see the JSON report.")
+    if out is None:
+        print("not saved: this model is not a run, so there is no run folder to save into; add --output DIR to "
+              "save the JSON report, the predictions CSV and the figures.", file=sys.stderr)
+        return USAGE_ERROR if result["errors"] else 0
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "name": result["name"],
@@ -169,7 +182,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     }
     evaluation.write_json_atomic(out / f"external_{name}.json", report)
     evaluation.write_text_atomic(out / f"external_{name}_predictions.csv", result["predictions"].to_csv(index=False))
-    if is_run and args.out is None and predictor.metrics is not None:
+    if is_run and args.output is None and predictor.metrics is not None:
         # Kept beside validation and test, in its own section, so the model card lists it separately.
         stored = dict(predictor.metrics)
         stored.setdefault("external", {})
@@ -182,4 +195,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         predictions = result["predictions"]
         _figures(out, f"external_{name}", predictions["y_true"].to_numpy(), predictions["y_score"].to_numpy(), metrics)
     print(f"report: {out / f'external_{name}.json'}")
-    return 1 if result["errors"] else 0
+    if result["errors"]:
+        print(f"{len(result['errors'])} image(s) could not be read and were left out.", file=sys.stderr)
+        return USAGE_ERROR
+    return 0
