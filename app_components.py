@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import statistics
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,9 @@ KEY_PREDICT_MODEL = "predict_model"  # model chosen on the Predict page (DEFAULT
 KEY_UPLOADS = "predict_uploads"  # the Predict page's file uploader
 KEY_PREDICTIONS = "predictions"  # {"signature": …, "results": [PredictionResult], "seconds": float}
 KEY_EXPLAIN = "predict_explain"  # heat map method on the Predict page
-KEY_SHOW_OVERLAY = "predict_show_overlay"  # heat map overlay toggle on the Predict page
+KEY_OPACITY = "predict_opacity"  # heat map opacity on the Predict page
+KEY_EXAMPLES = "predict_examples"  # example images chosen on the Predict page
+KEY_SHOW_ANYWAY = "predict_show_anyway_"  # + result index: show an outside image's output anyway
 KEY_COMPARE_RUNS = "compare_runs"  # runs chosen for the comparison chart
 KEY_TRAIN_SETTINGS = "train_settings"  # copy of the Train page's settings, restored after visiting other pages
 SETTING_KEY_PREFIX = "setting_"  # Train page widgets: "setting_<TrainingConfig field>"
@@ -82,6 +86,7 @@ def run_page(page: Callable[[], None], *, key: str) -> None:
         page()
     except Exception as error:  # noqa: BLE001
         show_error(error, f"The {page_entry(key).label} page")
+    warm_up_in_background()
 
 
 def disclaimer() -> None:
@@ -237,12 +242,76 @@ def bundled_model_available() -> bool:
 
 def finished_runs_with_model() -> list[str]:
     """Ids of finished runs that left a ``model.keras``, newest first."""
-    found = []
-    for summary in list_runs():
-        run_id = run_id_of(summary)
-        if run_state_of(summary) == "finished" and run_has_model(run_id):
-            found.append(run_id)
-    return found
+    return [run_id_of(summary) for summary in finished_run_summaries()]
+
+
+def finished_run_summaries() -> list[Any]:
+    """``RunSummary`` of each finished run that left a ``model.keras``, newest first."""
+    return [summary for summary in list_runs()
+            if run_state_of(summary) == "finished" and run_has_model(run_id_of(summary))]
+
+
+def format_created(created: Any) -> str:
+    """``"2026-11-25T19:50:11+00:00"`` -> ``"25 Nov 2026, 19:50 UTC"``; anything unreadable as it is."""
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(str(created))
+    except ValueError:
+        return str(created or "unknown date")
+    zone = moment.tzname() or ""
+    return moment.strftime("%d %b %Y, %H:%M") + (" UTC" if zone in ("UTC", "UTC+00:00") else f" {zone}".rstrip())
+
+
+def run_label(summary: Any) -> str:
+    """A run as people read it: ``"fast on chest_xray-150, 25 Nov 2026, 19:50 UTC · best validation AUC
+    0.990"`` (the run id stays in the URL and the Runs table)."""
+    model, dataset = field_of(summary, "model") or "model", field_of(summary, "dataset") or "?"
+    auc = field_of(summary, "best_val_auc")
+    score = f"best validation AUC {auc:.3f}" if isinstance(auc, (int, float)) else "no validation AUC recorded"
+    return f"{model} on {dataset}, {format_created(field_of(summary, 'created'))} · {score}"
+
+
+def bundled_model_label() -> str:
+    """The bundled model's name in a model picker, with its validation AUC from its metrics.json."""
+    import json
+
+    try:
+        metrics = json.loads((paths.BUNDLED_MODEL_DIR / "metrics.json").read_text())
+        auc = metrics["validation"]["auc"]
+        auc = auc["value"] if isinstance(auc, dict) else auc
+        return f"Bundled model (pediatric chest X-rays) · validation AUC {float(auc):.3f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "Bundled model (pediatric chest X-rays)"
+
+
+def model_metrics(choice: str) -> dict | None:
+    """The ``metrics.json`` beside the model behind ``choice`` (``None`` when absent or unreadable), read
+    without loading the model."""
+    import json
+
+    if choice == DEFAULT_MODEL:
+        path = paths.BUNDLED_MODEL_DIR / "metrics.json"
+    else:
+        from cxr import runs
+
+        path = Path(runs.run_path(choice)) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) else None
+
+
+def model_choices() -> dict[str, str]:
+    """Every model Predict can use, ``{choice: label}`` in picker order: the bundled model first (when
+    shipped), then finished runs, newest first."""
+    choices = {}
+    if bundled_model_available():
+        choices[DEFAULT_MODEL] = bundled_model_label()
+    for summary in finished_run_summaries():
+        choices[run_id_of(summary)] = run_label(summary)
+    return choices
 
 
 def model_version(choice: str) -> float:
@@ -274,6 +343,39 @@ def load_predictor(choice: str, version: float):
     if choice == DEFAULT_MODEL:
         return Predictor.default()
     return Predictor.from_run(choice)
+
+
+_WARM_UP_LOCK = threading.Lock()
+_WARM_UP: dict[str, threading.Thread] = {}
+
+
+def warm_up_in_background() -> threading.Thread | None:
+    """Once per server process, load the model Predict opens with and run it once (with Grad-CAM) in a
+    background thread, so the first prediction does not pay for importing TensorFlow, loading the model and
+    tracing its graph. Started by the first page anyone opens, after that page is drawn. ``CXR_WARM_UP=0``
+    turns it off (the app tests decide for themselves). Returns the thread (``None`` when off)."""
+    if os.environ.get("CXR_WARM_UP", "1") == "0":
+        return None
+    with _WARM_UP_LOCK:
+        if "thread" not in _WARM_UP:
+            _WARM_UP["thread"] = threading.Thread(target=_warm_up, name="cxr-model-warm-up", daemon=True)
+            _WARM_UP["thread"].start()
+        return _WARM_UP["thread"]
+
+
+def _warm_up() -> None:
+    import numpy as np
+
+    try:
+        choices = model_choices()
+        if not choices:
+            return
+        choice = next(iter(choices))
+        predictor = load_predictor(choice, model_version(choice))
+        predictor.predict([np.full((64, 64), 128, np.uint8)], names=["warm-up"], explain="gradcam")
+        LOGGER.info("model %s loaded and run once in the background", choice)
+    except Exception:  # noqa: BLE001 - a failed warm-up only means the first prediction is slower
+        LOGGER.warning("warming up the model in the background failed", exc_info=True)
 
 
 def dataset_version(name: str) -> int:

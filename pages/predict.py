@@ -1,149 +1,271 @@
-"""Predict: drop chest X-rays (JPEG, PNG, DICOM), pick a model, and see for each image P(pneumonia), the label
-at the model's threshold, a heat map of what drove it, and warnings for unusual inputs."""
+"""Predict, for a clinician: drop chest X-rays (JPEG, PNG, DICOM) or try an example, and read for each image a
+plain verdict ("Pneumonia likely" / "unlikely" / "Uncertain — near the threshold") at the model's operating
+point, whether the image is inside the model's training population, and the X-ray beside its heat map."""
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 import app_components as ui
-from cxr import explain
+from cxr import explain, interpretation
 
 IMAGE_TYPES = ["jpg", "jpeg", "png", "dcm", "dicom", "bmp", "tif", "tiff"]
 EXPLAIN_CHOICES = {"gradcam": "Grad-CAM (fast)", "shap": "SHAP (slower)", "none": "No heat map"}
-OVERLAY_ALPHA = 0.4  # heat map opacity: the anatomy stays readable under it
+DEFAULT_OPACITY = 0.4  # the anatomy stays readable under the colours
+EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
+EXAMPLES = {  # file -> button label
+    "normal-1.png": "Normal 1",
+    "normal-2.png": "Normal 2",
+    "pneumonia-bacterial.png": "Pneumonia (bacterial)",
+    "pneumonia-viral.png": "Pneumonia (viral)",
+}
+EXAMPLES_CREDIT = ("Example images: Kermany et al., *Cell* 2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, "
+                   "CC BY 4.0 (test split; converted to grayscale PNG). See assets/examples/README.md.")
+OUTSIDE_TEXT = "Outside this model's training population"
+GREY = "color: #8a8f98"
+# Jet, as cxr.explain.overlay colours the heat map (OpenCV's COLORMAP_JET): dark blue, blue, cyan, yellow, red.
+LEGEND_HTML = (
+    '<div style="display:flex;align-items:center;gap:0.5em;font-size:0.8em">'
+    "<span>weak</span>"
+    '<div style="flex:1;height:0.8em;border-radius:3px;background:linear-gradient(to right,'
+    '#00007f,#0000ff 12%,#00ffff 37%,#ffff00 63%,#ff0000 88%,#7f0000)"></div>'
+    "<span>strong influence on the answer</span></div>"
+)
+HEAT_MAP_CAPTION = ("The heat map shows where the model looked for its answer, **not a lesion**. Colours are "
+                    "scaled within each image: red marks the most influential region even when pneumonia is "
+                    "unlikely.")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One image to predict: an upload or a shipped example."""
+
+    name: str
+    data: bytes
+    key: str  # identifies the file across reruns (the uploader's file id, or "example:<file>")
 
 
 def choose_model() -> str | None:
-    """The model select: the bundled default (when shipped) and every finished run. ``None`` when none."""
-    choices = []
-    if ui.bundled_model_available():
-        choices.append(ui.DEFAULT_MODEL)
-    else:
+    """The model picker: run names people read, with their best validation AUC. ``None`` when no model."""
+    choices: dict[str, str] = {}
+    if not ui.bundled_model_available():
         st.info("No bundled default model is installed in this copy of the app (models/default/model.keras is "
                 "missing). Use a finished training run instead, or train one on the Train page.",
                 icon=":material/info:")
-    with ui.guarded("Listing the finished runs"):
-        choices += ui.finished_runs_with_model()
+    with ui.guarded("Listing the models"):
+        choices = ui.model_choices()
     if not choices:
         st.warning("No model to predict with: there is no bundled default model and no training run has finished "
                    "yet. Train a model on the Train page first.")
         ui.link_to("train")
         return None
     if st.session_state.get(ui.KEY_PREDICT_MODEL) not in choices:
-        st.session_state[ui.KEY_PREDICT_MODEL] = choices[0]
-    return st.selectbox("Model", choices, key=ui.KEY_PREDICT_MODEL,
-                        format_func=lambda choice: "Bundled default model" if choice == ui.DEFAULT_MODEL
-                        else f"Run {choice}")
+        st.session_state[ui.KEY_PREDICT_MODEL] = next(iter(choices))
+    return st.selectbox("Model", list(choices), key=ui.KEY_PREDICT_MODEL, format_func=choices.get)
 
 
-def predict_uploads(choice: str, files: list, explain_method: str) -> dict | None:
-    """Results for ``files`` with the model ``choice``, computed once per (model, files, method) and kept
-    in the session so that toggles and reruns do not predict again."""
-    version = ui.model_version(choice)
-    signature = (choice, version, explain_method,
-                 tuple((getattr(file, "file_id", None) or file.name, file.name, file.size) for file in files))
+def load_predictor_or_error(choice: str):
+    predictor = None
+    with ui.guarded("Loading the model"):
+        predictor = ui.load_predictor(choice, ui.model_version(choice))
+    return predictor
+
+
+def explain_operating_point(choice: str) -> None:
+    """The model's operating point, once: its threshold and what it did on validation and test images (from
+    its metrics.json, without waiting for the model to load)."""
+    metrics = ui.model_metrics(choice)
+    point = interpretation.operating_point(metrics)
+    with st.expander(f"How to read the answers: {point.summary()}", icon=":material/info:"):
+        st.markdown(point.explanation())
+        if metrics is None:
+            st.caption("No metrics.json beside the model: threshold 0.5, probabilities not calibrated.")
+
+
+def chosen_sources(files: list) -> list[Source]:
+    sources = [Source(file.name, file.getvalue(), f"upload:{getattr(file, 'file_id', None) or file.name}:{file.size}")
+               for file in files or []]
+    for example in st.session_state.get(ui.KEY_EXAMPLES) or []:
+        path = EXAMPLES_DIR / example
+        if path.is_file():
+            sources.append(Source(f"example {example}", path.read_bytes(), f"example:{example}"))
+    return sources
+
+
+def predict_sources(choice: str, sources: list[Source], explain_method: str) -> dict | None:
+    """Results for ``sources``, computed once per (model, files, method) and kept in the session so that
+    controls and reruns do not predict again. ``None`` when the model cannot be loaded (message shown)."""
+    signature = (choice, ui.model_version(choice), explain_method, tuple(source.key for source in sources))
     cached = st.session_state.get(ui.KEY_PREDICTIONS)
     if cached and cached.get("signature") == signature:
         return cached
-    predictor = load_predictor_or_error(choice, version)
+    predictor = load_predictor_or_error(choice)
     if predictor is None:
         return None
     started = time.perf_counter()
-    with st.spinner(f"Predicting {len(files)} image(s)…"):
-        results = predictor.predict([file.getvalue() for file in files], names=[file.name for file in files],
+    with st.spinner(f"Predicting {len(sources)} image(s)…"):
+        results = predictor.predict([source.data for source in sources], names=[source.name for source in sources],
                                     explain=None if explain_method == "none" else explain_method)
     entry = {"signature": signature, "results": list(results), "seconds": time.perf_counter() - started}
     st.session_state[ui.KEY_PREDICTIONS] = entry
     return entry
 
 
-def load_predictor_or_error(choice: str, version: float):
-    predictor = None
-    with ui.guarded("Loading the model"):
-        predictor = ui.load_predictor(choice, version)
-    return predictor
+def population_of(result):
+    """The result's population verdict (``cxr.population.PopulationVerdict``), ``None`` when not judged."""
+    return getattr(result, "population", None)
 
 
-def results_table(results: list) -> pd.DataFrame:
-    rows = []
-    for result in results:
-        info = getattr(result, "info", None)
-        rows.append({
-            "file": result.name,
-            "p_pneumonia": None if result.error else round(float(result.probability), 4),
-            "label": None if result.error else result.label,
-            "threshold": None if result.error else round(float(result.threshold), 4),
-            "warnings": " | ".join(result.warnings or []),
-            "error": result.error or "",
-            "format": getattr(info, "format", None),
-            "original_size": f"{info.width}x{info.height}" if info is not None else None,
-        })
-    return pd.DataFrame(rows)
+def is_outside(result) -> bool:
+    population = population_of(result)
+    return population is not None and population.outside
 
 
-def result_card(result, show_overlay: bool) -> None:
-    """One image: the X-ray (with the heat map overlaid when asked), P(pneumonia), the label, warnings."""
+def headline_of(result) -> str:
+    if result.error:
+        return "Could not be read"
+    if is_outside(result):
+        return OUTSIDE_TEXT
+    return interpretation.verdict(result.probability, result.threshold).headline
+
+
+def result_card(result, index: int, opacity: float) -> None:
+    """One image: the verdict first (it is what a reader looks for, also on a phone), then the X-ray beside
+    its heat map."""
     with st.container(border=True):
         if result.error:
             st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
             return
-        picture, details = st.columns([1, 2])
-        heatmap = getattr(result, "heatmap", None)
-        if show_overlay and heatmap is not None:
-            picture.image(explain.overlay(result.image, heatmap, alpha=OVERLAY_ALPHA),
-                          caption=f"{result.name} — heat map", width="stretch")
+        st.caption(result.name)
+        population = population_of(result)
+        show_heat_map = True
+        if is_outside(result):
+            st.warning(f"{OUTSIDE_TEXT}: {population.reason or 'unlike the images it was trained on'}.",
+                       icon=":material/block:")
+            st.markdown("The model's answer is withheld: it learned from one population of images and its "
+                        "probability means nothing outside it.")
+            show_heat_map = st.toggle("Show the model's output anyway", key=f"{ui.KEY_SHOW_ANYWAY}{index}",
+                                      help="For research: the number the model gives, which is not reliable "
+                                           "for this image.")
+            if show_heat_map:
+                would_be = interpretation.verdict(result.probability, result.threshold).headline
+                st.markdown(f"Model output, not reliable for this image: P(pneumonia) "
+                            f"{100 * float(result.probability):.1f} % (it would read \"{would_be}\").")
         else:
-            picture.image(result.image, caption=result.name, width="stretch")
-        probability = float(result.probability)
-        details.metric("P(pneumonia)", f"{100 * probability:.1f} %", border=True)
-        label_text = "**Pneumonia**" if result.label == "pneumonia" else "**Normal**"
-        details.markdown(f"{label_text} at the model's threshold of {float(result.threshold):.2f} "
-                         f"(pneumonia when P ≥ threshold).")
+            verdict = interpretation.verdict(result.probability, result.threshold)
+            st.markdown(f"### {verdict.headline}")
+            st.markdown(f"Probability of pneumonia **{100 * float(result.probability):.1f} %** "
+                        f"(this model's threshold: {100 * float(result.threshold):.0f} %).")
+            if population is None or population.status == "unknown":
+                st.caption("This model has no population check: it cannot tell whether this image resembles "
+                           "the images it was trained on.")
         for warning in result.warnings or []:
-            details.warning(warning, icon=":material/warning:")
-        info = getattr(result, "info", None)
-        if info is not None:
-            details.caption(f"{str(info.format).upper()}, {info.width}x{info.height} px, {info.mode}")
-        if show_overlay and heatmap is None:
-            details.caption("No heat map for this image.")
+            st.warning(warning, icon=":material/warning:")
+        original, heat = st.columns(2)
+        original.image(result.image, caption="Original (as the model saw it)", width="stretch")
+        heatmap = getattr(result, "heatmap", None)
+        if not show_heat_map:
+            return
+        if heatmap is None:
+            heat.caption("No heat map for this image.")
+            return
+        heat.image(explain.overlay(result.image, heatmap, alpha=opacity),
+                   caption=f"{result.name} — heat map", width="stretch")
+        heat.html(LEGEND_HTML)
+        st.caption(HEAT_MAP_CAPTION)
+
+
+def results_table(results: list) -> pd.DataFrame:
+    """One row per image, for reading (not the CSV): no repeated threshold, the probability only where it is
+    shown on the card (not for an outside image), a population column."""
+    rows = []
+    for result in results:
+        population = population_of(result)
+        notes = list(result.warnings or [])
+        if result.error:
+            notes.insert(0, result.error)
+        elif population is not None and population.reason:
+            notes.insert(0, population.reason)
+        hidden = bool(result.error) or is_outside(result)
+        rows.append({
+            "file": result.name,
+            "result": headline_of(result),
+            "p_pneumonia": None if hidden else round(float(result.probability), 4),
+            "population": "" if population is None else population.status,
+            "notes": " | ".join(notes),
+        })
+    return pd.DataFrame(rows, columns=["file", "result", "p_pneumonia", "population", "notes"])
+
+
+def styled(table: pd.DataFrame):
+    """Outside rows greyed; empty cells blank rather than "None"."""
+    def grey_outside(row):
+        return [GREY if row["population"] == "outside" else ""] * len(row)
+
+    return (table.style.apply(grey_outside, axis=1)
+            .format({"p_pneumonia": lambda value: f"{100 * value:.1f} %"}, na_rep=""))
+
+
+def csv_bytes(results: list) -> bytes:
+    """Every field of every result (``PredictionResult.to_row``), the probability of outside images included."""
+    return pd.DataFrame([result.to_row() for result in results]).to_csv(index=False).encode()
+
+
+def examples_picker() -> None:
+    st.pills("Or try an example", list(EXAMPLES), format_func=EXAMPLES.get, selection_mode="multi",
+             key=ui.KEY_EXAMPLES, help="Chest X-rays of children from the test split of the data set the bundled "
+                                       "model was trained on (not images it learned from).")
 
 
 def main() -> None:
     st.title("Predict")
     ui.disclaimer()
     choice = choose_model()
+    if choice is None:
+        return
+    explain_operating_point(choice)
     files = st.file_uploader("Chest X-rays (JPEG, PNG, DICOM; one or many)", type=IMAGE_TYPES,
                              accept_multiple_files=True, key=ui.KEY_UPLOADS,
                              help="Frontal chest X-rays. Files are processed in memory and not kept.")
-    method_column, overlay_column = st.columns(2)
+    examples_picker()
+    method_column, opacity_column = st.columns(2)
     explain_method = method_column.segmented_control(
         "Heat map", list(EXPLAIN_CHOICES), format_func=EXPLAIN_CHOICES.get, default="gradcam", key=ui.KEY_EXPLAIN,
         help="Grad-CAM: where the last convolution looked. SHAP: pixel attributions (seconds per image).",
     ) or "gradcam"
-    show_overlay = overlay_column.toggle("Show heat map overlay", value=True, key=ui.KEY_SHOW_OVERLAY,
-                                         disabled=explain_method == "none")
-    if choice is None or not files:
-        if choice is not None:
-            st.caption("Drop one or more images above to see predictions.")
+    opacity = opacity_column.slider("Heat map opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=ui.KEY_OPACITY,
+                                    disabled=explain_method == "none",
+                                    help="0: the X-ray only; 1: the colours only.")
+    sources = chosen_sources(files)
+    if not sources:
+        st.caption("Drop one or more images above, or pick an example, to see predictions.")
+        st.caption(EXAMPLES_CREDIT)
         return
     entry = None
     with ui.guarded("Predicting"):
-        entry = predict_uploads(choice, files, explain_method)
+        entry = predict_sources(choice, sources, explain_method)
     if entry is None:
         return
     results = entry["results"]
-    failed = sum(1 for result in results if result.error)
-    st.success(f"{len(results) - failed} of {len(results)} image(s) predicted in {entry['seconds']:.2f} s"
-               + (f"; {failed} could not be read (see below)." if failed else "."), icon=":material/check:")
-    table = results_table(results)
-    st.dataframe(table, hide_index=True, column_config={
-        "p_pneumonia": st.column_config.ProgressColumn("P(pneumonia)", min_value=0.0, max_value=1.0, format="%.3f"),
+    answered = sum(1 for result in results if not result.error)
+    st.caption(f"{answered} of {len(results)} image(s) predicted in {entry['seconds']:.2f} s"
+               + (f"; {len(results) - answered} could not be read." if answered < len(results) else "."))
+    for index, result in enumerate(results):
+        result_card(result, index, opacity)
+    st.dataframe(styled(results_table(results)), hide_index=True, column_config={
+        "file": st.column_config.TextColumn("File"),
+        "result": st.column_config.TextColumn("Result"),
+        "p_pneumonia": st.column_config.TextColumn("P(pneumonia)"),
+        "population": st.column_config.TextColumn("Population", help="in / outside / unknown (no check)"),
+        "notes": st.column_config.TextColumn("Notes"),
     })
-    st.download_button("Download results (CSV)", table.to_csv(index=False).encode(), file_name="predictions.csv",
-                       mime="text/csv", icon=":material/download:", on_click="ignore")
-    for result in results:
-        result_card(result, show_overlay and explain_method != "none")
+    st.download_button("Download results (CSV)", csv_bytes(results), file_name="predictions.csv", mime="text/csv",
+                       icon=":material/download:", on_click="ignore")
+    if any(source.key.startswith("example:") for source in sources):
+        st.caption(EXAMPLES_CREDIT)
 
 
 ui.run_page(main, key="predict")

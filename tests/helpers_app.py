@@ -17,12 +17,14 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def prepare_app(monkeypatch, *, bundled_model: Path | None = None) -> None:
     """What every app test needs before its first run: the project importable (``app_components``),
     Streamlit's caches empty (they outlive a test within one process), and, with ``bundled_model``,
-    the bundled model replaced by that folder (the tests decide whether one exists)."""
+    the bundled model replaced by that folder (the tests decide whether one exists). The server's background
+    model warm-up is off (``CXR_WARM_UP=0``): a test that wants it turns it on."""
     import streamlit as st
 
     from cxr import paths
 
     monkeypatch.syspath_prepend(str(REPO_ROOT))
+    monkeypatch.setenv("CXR_WARM_UP", "0")
     if bundled_model is not None:
         monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", bundled_model)
     st.cache_resource.clear()

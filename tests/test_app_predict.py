@@ -1,6 +1,7 @@
-"""The Predict page (AppTest): no model yet, uploads with a bad file among good ones, the results table and its
-CSV, the overlay toggle without predicting again, a model that cannot be loaded, and one real tiny Keras
-model end to end through cxr.predict (Grad-CAM included)."""
+"""The Predict page (AppTest): the disclaimer banner, plain verdicts at the model's operating point (explained once),
+the population verdict (an outside image: no label, its output only on request, greyed in the table), original and
+heat map side by side, a table without "None" cells, example images, model names with their AUC, the model
+loaded in the background, a model that cannot be loaded, and one real tiny Keras model end to end."""
 
 import json
 from pathlib import Path
@@ -9,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
-from helpers_app import open_page, prepare_app
+from helpers_app import REPO_ROOT, open_page, prepare_app
 
 from cxr import runs
 from cxr.config import TrainingConfig
 from cxr.errors import ModelFileError
+from cxr.population import PopulationVerdict
 from cxr.predict import PredictionResult, Predictor
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -35,35 +37,75 @@ def finished_run_with_model_file() -> str:
     return path.name
 
 
+def result_with(population=None, **fields) -> PredictionResult:
+    """A PredictionResult carrying ``population`` (the contract's field on cxr.predict.PredictionResult)."""
+    result = PredictionResult(**fields)
+    result.population = population
+    return result
+
+
 class FakePredictor:
-    """Answers like cxr.predict.Predictor: P = mean brightness; files starting with 'bad' cannot be read."""
+    """Answers like cxr.predict.Predictor. P comes from the name ("p0.62-…": 0.62), else the share of 0xff
+    bytes; files starting with 'bad' cannot be read, 'adult' ones are outside the training population."""
 
     threshold = 0.5
 
     def __init__(self):
         self.calls = 0
         self.explain = []
+        self.names = []
 
     def predict(self, sources, *, names=None, explain=None):
         self.calls += 1
         self.explain.append(explain)
+        self.names.append(list(names))
         results = []
         for data, name in zip(sources, names, strict=True):
             if name.startswith("bad"):
-                results.append(PredictionResult(name=name, threshold=0.5,
-                                                error=f"{name!r} is not an image this program can read."))
+                results.append(result_with(name=name, threshold=0.5,
+                                           error=f"{name!r} is not an image this program can read."))
                 continue
-            probability = data.count(b"\xff") / max(len(data), 1)
-            results.append(PredictionResult(
-                name=name, probability=probability, label="pneumonia" if probability >= 0.5 else "normal",
+            if name.startswith("p0."):
+                probability = float(name[1:5])
+            else:
+                probability = data.count(b"\xff") / max(len(data), 1)
+            outside = name.startswith("adult")
+            population = (PopulationVerdict("outside", score=9.0, percentile=100.0, threshold=3.0,
+                                            reasons=(ADULT_REASON,))
+                          if outside else PopulationVerdict("in", score=1.0, percentile=40.0, threshold=3.0))
+            label = None if outside else ("pneumonia" if probability >= 0.5 else "normal")
+            results.append(result_with(
+                population, name=name, probability=probability, label=label,
                 threshold=0.5, image=np.full((32, 32), 128, np.uint8),
                 heatmap=np.ones((32, 32), np.float32) if explain else None,
                 warnings=["Very small image (32x32 px)."] if name.startswith("small") else []))
         return results
 
 
+ADULT_REASON = "looks unlike the pediatric chest X-rays this model was trained on"
+
+
 def open_predict_page():
     return open_page("pages/predict.py", timeout=120)
+
+
+def markdown_text(at) -> str:
+    return "\n".join(element.value for element in at.markdown)
+
+
+def captions(at) -> list[str]:
+    return [caption.value for caption in at.caption]
+
+
+def image_captions(at) -> list[str]:
+    return [image.proto.imgs[0].caption for image in at.get("image")]
+
+
+def shown_table(at) -> pd.DataFrame:
+    """The batch table as the browser shows it (the Styler's display values)."""
+    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
+
+    return convert_arrow_bytes_to_pandas_df(at.dataframe[0].proto.arrow_data.styler.display_values)
 
 
 def test_without_any_model_the_page_explains_and_points_to_training(home):
@@ -71,6 +113,12 @@ def test_without_any_model_the_page_explains_and_points_to_training(home):
     assert any("No bundled default model" in info.value for info in at.info)
     assert any("No model to predict with" in warning.value for warning in at.warning)
     assert not at.selectbox
+
+
+def test_the_disclaimer_is_a_banner_that_says_not_a_diagnostic_device(home):
+    at = open_predict_page()
+    assert at.warning[0].value.startswith("**Research and teaching tool, not a diagnostic device.**")
+    assert not any("diagnostic" in caption for caption in captions(at))
 
 
 def test_uploads_give_one_result_each_and_a_bad_file_its_message_in_place(home, monkeypatch):
@@ -84,33 +132,160 @@ def test_uploads_give_one_result_each_and_a_bad_file_its_message_in_place(home, 
                                    ("small.png", b"\x00" * 10, "image/png")])
     at.run()
     assert not at.exception
-    assert any("2 of 3 image(s) predicted" in success.value for success in at.success)
+    # A neutral line, not a green success box (it would be green for "0 of 1" too).
+    assert not at.success
+    assert any("2 of 3 image(s) predicted" in caption for caption in captions(at))
     errors = [error.value for error in at.error]
     assert len(errors) == 1 and "bad.png" in errors[0]
     assert any("Very small image" in warning.value for warning in at.warning)
     table = at.dataframe[0].value
+    assert table.columns.tolist() == ["file", "result", "p_pneumonia", "population", "notes"]
     assert table["file"].tolist() == ["white.png", "bad.png", "small.png"]
-    assert table["label"].tolist()[0] == "pneumonia" and table["label"].tolist()[2] == "normal"
+    assert table["result"].tolist() == ["Pneumonia likely", "Could not be read", "Pneumonia unlikely"]
     assert pd.isna(table["p_pneumonia"][1])
-    assert [metric.value for metric in at.metric] == ["100.0 %", "0.0 %"]
+    # What the browser shows: no "None"/"nan" cell anywhere, no threshold repeated on every row.
+    shown = shown_table(at)
+    assert shown["p_pneumonia"].tolist() == ["100.0 %", "", "0.0 %"]
+    assert not shown.isin(["None", "nan", "NaN"]).any().any()
+    assert "threshold" not in table.columns
     assert len(at.get("download_button")) == 1
-    assert [image.proto.imgs[0].caption for image in at.get("image")] == ["white.png — heat map",
-                                                                         "small.png — heat map"]
+    # Original and heat map side by side, one pair per readable image.
+    assert image_captions(at) == ["Original (as the model saw it)", "white.png — heat map",
+                                  "Original (as the model saw it)", "small.png — heat map"]
 
-    # The overlay toggle redraws without predicting again.
-    at.toggle[0].set_value(False)
+    # Opacity redraws without predicting again.
+    at.slider(key="predict_opacity").set_value(0.8)
     at.run()
     assert predictor.calls == 1
-    assert [image.proto.imgs[0].caption for image in at.get("image")] == ["white.png", "small.png"]
 
     # SHAP on request predicts again with that method; "No heat map" asks for none.
-    at.toggle[0].set_value(True)
-    at.button_group[0].set_value("shap")
+    at.button_group(key="predict_explain").set_value("shap")
     at.run()
-    at.button_group[0].set_value("none")
+    at.button_group(key="predict_explain").set_value("none")
     at.run()
     assert predictor.explain == ["gradcam", "shap", None]
-    assert [image.proto.imgs[0].caption for image in at.get("image")] == ["white.png", "small.png"]
+    assert image_captions(at) == ["Original (as the model saw it)"] * 2
+
+
+def test_each_answer_is_a_plain_verdict_at_the_models_operating_point(home, monkeypatch):
+    finished_run_with_model_file()
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: FakePredictor()))
+    at = open_predict_page()
+    at.file_uploader[0].set_value([(f"p{value}-x.png", b"x", "image/png") for value in ("0.90", "0.55", "0.10")])
+    at.run()
+    headings = [line for line in markdown_text(at).splitlines() if line.startswith("### ")]
+    assert headings == ["### Pneumonia likely", "### Uncertain — near the threshold", "### Pneumonia unlikely"]
+    assert "Probability of pneumonia **55.0 %** (this model's threshold: 50 %)" in markdown_text(at)
+
+
+def test_the_operating_point_is_explained_once_from_the_models_metrics(home, monkeypatch):
+    run_id = finished_run_with_model_file()
+    metrics = {"threshold": 0.17, "threshold_rule": "youden",
+               "validation": {"sensitivity": {"value": 0.965}, "specificity": {"value": 0.941},
+                              "num_pneumonia": 340, "num_normal": 135},
+               "test": {"sensitivity": {"value": 0.992}, "specificity": {"value": 0.662},
+                        "num_pneumonia": 390, "num_normal": 234}}
+    (runs.run_path(run_id) / "metrics.json").write_text(json.dumps(metrics))
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: FakePredictor()))
+    at = open_predict_page()
+    at.file_uploader[0].set_value([("a.png", b"x", "image/png"), ("b.png", b"y", "image/png")])
+    at.run()
+    expanders = [expander for expander in at.expander if expander.label.startswith("How to read the answers")]
+    assert len(expanders) == 1, "once per model, not once per image"
+    assert expanders[0].label == ("How to read the answers: Pneumonia when P ≥ 17 %; on validation images it "
+                                  "found 96 % of pneumonias and cleared 94 % of normals.")
+    text = "\n".join(element.value for element in expanders[0].markdown)
+    assert "On its **validation** images (340 pneumonia and 135 normal images): sensitivity **96 %**" in text
+    assert "On its **test** images (390 pneumonia and 234 normal images): sensitivity **99 %** (pneumonias " \
+           "found), specificity **66 %**" in text
+
+
+def test_an_outside_image_shows_no_label_and_its_output_only_on_request(home, monkeypatch):
+    finished_run_with_model_file()
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: FakePredictor()))
+    at = open_predict_page()
+    at.file_uploader[0].set_value([("adult-p.png", b"\xff" * 9 + b"\x00", "image/png"),
+                                   ("child.png", b"\xff" * 9 + b"\x00", "image/png")])
+    at.run()
+    assert not at.exception
+    outside = [warning.value for warning in at.warning if "Outside" in warning.value]
+    assert outside == [f"Outside this model's training population: {ADULT_REASON}."]
+    text = markdown_text(at)
+    # The in-population image has its verdict and probability; the outside one neither (90.0 % once only).
+    assert text.count("### ") == 1 and text.count("90.0 %") == 1
+    assert "Pneumonia likely" in text
+    assert image_captions(at) == ["Original (as the model saw it)", "Original (as the model saw it)",
+                                  "child.png — heat map"]
+    table = at.dataframe[0].value
+    assert table["population"].tolist() == ["outside", "in"]
+    assert table["result"].tolist() == ["Outside this model's training population", "Pneumonia likely"]
+    assert shown_table(at)["p_pneumonia"].tolist() == ["", "90.0 %"]
+    styles = at.dataframe[0].proto.arrow_data.styler.styles
+    assert "#8a8f98" in styles and "row0" in styles and "row1" not in styles  # the outside row greyed
+
+    at.toggle(key="predict_show_anyway_0").set_value(True)
+    at.run()
+    text = markdown_text(at)
+    assert ("Model output, not reliable for this image: P(pneumonia) 90.0 % (it would read \"Pneumonia likely\")."
+            in text)
+    assert text.count("### ") == 1, "still no bold label for the outside image"
+    assert image_captions(at)[1] == "adult-p.png — heat map"
+
+
+def test_example_images_ship_with_the_app_and_are_credited(home, monkeypatch):
+    finished_run_with_model_file()
+    predictor = FakePredictor()
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: predictor))
+    at = open_predict_page()
+    assert any("CC BY 4.0" in caption and "Kermany" in caption for caption in captions(at))
+    examples = REPO_ROOT / "assets" / "examples"
+    assert "CC BY 4.0" in (examples / "README.md").read_text()
+    pills = at.button_group(key="predict_examples")
+    pills.set_value(["normal-1.png", "pneumonia-viral.png"])
+    at.run()
+    assert not at.exception
+    assert predictor.names == [["example normal-1.png", "example pneumonia-viral.png"]]
+    assert at.dataframe[0].value["file"].tolist() == ["example normal-1.png", "example pneumonia-viral.png"]
+    assert any("CC BY 4.0" in caption for caption in captions(at))
+    import cv2
+
+    for name in ("normal-1.png", "normal-2.png", "pneumonia-bacterial.png", "pneumonia-viral.png"):
+        pixels = cv2.imread(str(examples / name), cv2.IMREAD_UNCHANGED)
+        assert pixels.ndim == 2 and max(pixels.shape) <= 256, name  # display size, grayscale
+
+
+def test_the_model_picker_names_runs_with_their_best_validation_auc(home, monkeypatch):
+    path = runs.new_run("kermany-150", TrainingConfig(model="fast", image_size=32, epochs=1))
+    runs.write_status(path, state="finished")
+    (path / "model.keras").write_bytes(b"placeholder")
+    runs.append_history_row(path, {"epoch": 1, "val_auc": 0.9123, "loss": 0.5})
+    runs.append_history_row(path, {"epoch": 2, "val_auc": 0.9456, "loss": 0.4})
+    at = open_predict_page()
+    label = at.selectbox[0].format_func(at.selectbox[0].value)
+    assert label.startswith("fast on kermany-150, ") and label.endswith(" UTC · best validation AUC 0.946")
+    assert path.name not in label
+
+
+def test_the_model_is_loaded_and_run_once_in_the_background_when_the_server_starts(home, monkeypatch):
+    import app_components as ui
+
+    finished_run_with_model_file()
+    predictor = FakePredictor()
+    loads = []
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: loads.append(run) or predictor))
+    monkeypatch.setenv("CXR_WARM_UP", "1")
+    monkeypatch.setattr(ui, "_WARM_UP", {})
+    at = open_page()  # Home: the first page anyone opens
+    thread = ui.warm_up_in_background()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert len(loads) == 1 and predictor.explain == ["gradcam"]  # loaded and run once, with Grad-CAM
+    at.switch_page("pages/predict.py")
+    at.run()
+    at.file_uploader[0].set_value([("a.png", b"\xff", "image/png")])
+    at.run()
+    assert len(loads) == 1, "the first prediction used the model loaded in the background"
+    assert predictor.calls == 2
 
 
 def test_a_model_that_cannot_be_loaded_gives_a_clear_message(home, monkeypatch):
@@ -153,13 +328,15 @@ def test_a_real_tiny_model_predicts_with_a_heat_map(home):
                                    ("bad.dcm", b"DICM but not really", "application/dicom")])
     at.run()
     assert not at.exception
-    assert any("1 of 2 image(s) predicted" in success.value for success in at.success)
+    assert any("1 of 2 image(s) predicted" in caption for caption in captions(at))
     table = at.dataframe[0].value
     probability = table["p_pneumonia"][0]
     assert 0.0 <= probability <= 1.0
-    assert table["threshold"][0] == pytest.approx(0.4)
-    assert table["label"][0] == ("pneumonia" if probability >= 0.4 else "normal")
-    assert [image.proto.imgs[0].caption for image in at.get("image")] == [f"{name} — heat map"]
+    from cxr import interpretation
+
+    assert table["result"][0] == interpretation.verdict(probability, 0.4).headline
+    assert "this model's threshold: 40 %" in markdown_text(at)
+    assert image_captions(at) == ["Original (as the model saw it)", f"{name} — heat map"]
     assert "bad.dcm" in at.error[0].value
 
 
@@ -174,11 +351,11 @@ def test_real_dicom_files_get_answers_and_the_leg_a_warning(home):
     models.build_model("fast", (32, 32, 1)).save(path / "model.keras")
     at = open_predict_page()
     files = ["CR-MONO1-10-chest.dcm", "RG3_J2KI_tibia.dcm"]
-    at.button_group[0].set_value("none")  # no heat maps: this test is about reading DICOM
+    at.button_group(key="predict_explain").set_value("none")  # no heat maps: this test is about reading DICOM
     at.file_uploader[0].set_value([(name, (dicom / name).read_bytes(), "application/dicom") for name in files])
     at.run()
     assert not at.exception
     assert not at.error, [error.value for error in at.error]
-    assert any("2 of 2 image(s) predicted" in success.value for success in at.success)
-    assert at.dataframe[0].value["format"].tolist() == ["dicom", "dicom"]
+    assert any("2 of 2 image(s) predicted" in caption for caption in captions(at))
+    assert at.dataframe[0].value["file"].tolist() == files
     assert any("not chest" in warning.value for warning in at.warning)

@@ -292,7 +292,7 @@ def test_predict_page_answers_bad_uploads_with_messages_and_keeps_serving(predic
     for (name, _, fragment), message in zip(bad, errors, strict=True):
         assert name in message and fragment in message
     answered = len(good) + 1
-    assert any(f"{answered} of {len(uploads)} image(s) predicted" in success.value for success in at.success)
+    assert any(f"{answered} of {len(uploads)} image(s) predicted" in caption.value for caption in at.caption)
     table = at.dataframe[0].value
     assert table["file"].tolist() == [name for name, _, _ in uploads]
     assert any("body part 'LEG'" in warning.value for warning in at.warning)
