@@ -61,12 +61,21 @@ class StopAt(keras.callbacks.Callback):
             runs.request_stop(self.run_dir)
 
 
+class CaptureStart(keras.callbacks.Callback):
+    """Copies the model's weights and its optimizer's variables when fit begins (before any step)."""
+
+    def on_train_begin(self, logs=None):
+        self.weights = [np.array(value) for value in self.model.get_weights()]
+        self.optimizer = {variable.path: variable.numpy() for variable in self.model.optimizer.variables}
+
+
 def test_stop_mid_epoch_then_resume_continues_history_without_gaps_or_repeats():
     dataset = synthetic_dataset()
     config = tiny_config(epochs=3)
     run_dir = runs.new_run(dataset, config)
+    first = CaptureStart()
     # Keras epoch 1 is the second epoch: stop after its second batch.
-    result = training.train(dataset, config, run_dir, verbose=0, extra_callbacks=(StopAt(run_dir, 1, 1),))
+    result = training.train(dataset, config, run_dir, verbose=0, extra_callbacks=(first, StopAt(run_dir, 1, 1)))
     assert result.state == "stopped"
     status = runs.read_status(run_dir)
     assert status["state"] == "stopped" and "resume" in status["message"]
@@ -74,9 +83,24 @@ def test_stop_mid_epoch_then_resume_continues_history_without_gaps_or_repeats():
     assert runs.read_checkpoint_info(run_dir)["epoch"] == 1
     assert not (run_dir / runs.MODEL_FILE).exists()
     first_row = runs.read_history(run_dir).iloc[0].to_dict()
+    checkpoint = keras.models.load_model(run_dir / runs.CHECKPOINT_FILE, safe_mode=True)
+    saved_weights = [np.array(value) for value in checkpoint.get_weights()]
+    saved_optimizer = {variable.path: variable.numpy() for variable in checkpoint.optimizer.variables}
+    assert int(checkpoint.optimizer.iterations) == 5  # one epoch: 36 training images (12 held out) in batches of 8
+    assert any(not np.array_equal(a, b) for a, b in zip(first.weights, saved_weights, strict=True))  # trained
 
-    result = training.train(dataset, config, run_dir, resume=True, verbose=0)
+    resumed = CaptureStart()
+    result = training.train(dataset, config, run_dir, resume=True, verbose=0, extra_callbacks=(resumed,))
     assert result.state == "finished"
+    # Resume continues from the checkpoint's weights and optimizer state (step count, Adam moments,
+    # learning rate), not from a fresh model that would also run each remaining epoch once.
+    for got, saved in zip(resumed.weights, saved_weights, strict=True):
+        np.testing.assert_array_equal(got, saved)
+    assert set(resumed.optimizer) == set(saved_optimizer)
+    moments = [path for path in saved_optimizer if "momentum" in path or "velocity" in path]
+    assert moments and all(np.any(saved_optimizer[path] != 0) for path in moments)  # Adam has moved
+    for path, saved in saved_optimizer.items():
+        np.testing.assert_array_equal(resumed.optimizer[path], saved, err_msg=path)
     history = runs.read_history(run_dir)
     assert history["epoch"].tolist() == [1, 2, 3]
     assert history.iloc[0].to_dict() == pytest.approx(first_row)  # the finished epoch is kept as it was
