@@ -114,7 +114,8 @@ def wait_for_slot(run_dir: Path, max_concurrent: int | None, *, should_stop: Cal
     while True:
         if should_stop() or runs.stop_requested(run_dir):
             (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
-            runs.write_status(run_dir, state="stopped", position=None, message="cancelled while queued")
+            runs.write_status(run_dir, state="stopped", position=None, stop_reason="queue",
+                              message="cancelled while queued")
             return False
         if try_acquire_slot(run_dir, max_concurrent):
             return True

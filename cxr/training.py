@@ -35,6 +35,7 @@ import numpy as np
 from cxr import runs
 from cxr.config import TrainingConfig
 from cxr.errors import CxrError, DatasetError, RunError
+from cxr.live_progress import BatchLog, BatchTimer, truncate_batch_log
 
 STATUS_INTERVAL_SECONDS = 0.25  # at most 4 status writes a second: live enough, cheap enough
 _stop_signal = {"received": False}
@@ -354,7 +355,8 @@ def _resumable_plateau(state: dict | None, **settings):
 
 
 def make_run_callback(run_dir: Path, config: TrainingConfig, *, steps_per_epoch: int, initial_epoch: int,
-                      checkpoint_state: dict | None, plateau=None, write_files: bool = True):
+                      checkpoint_state: dict | None, plateau=None, write_files: bool = True,
+                      validation_batches: int = 0):
     """The callback that writes the run directory (see module docstring); ``write_files=False`` for a
     non-chief multi-worker task, which trains but leaves the files to the chief."""
     import keras
@@ -373,6 +375,9 @@ def make_run_callback(run_dir: Path, config: TrainingConfig, *, steps_per_epoch:
             self.batches_done = 0
             self.epoch = initial_epoch
             self.epoch_learning_rate = None
+            self.timer = BatchTimer()
+            self.batch_log = BatchLog(run_dir) if write_files else None
+            self.validation_batches = validation_batches
 
         # -- status
         def _status(self, force: bool = False, **fields) -> None:
@@ -380,21 +385,26 @@ def make_run_callback(run_dir: Path, config: TrainingConfig, *, steps_per_epoch:
             if not write_files or (not force and now - self.last_write < STATUS_INTERVAL_SECONDS):
                 return
             self.last_write = now
+            self.batch_log.flush()  # the batch rows travel with the status writes: no extra wake-ups
             runs.write_status(run_dir, **fields)
 
-        def _eta(self, batch: int) -> float | None:
-            if self.batches_done == 0:
-                return None
-            per_batch = (time.monotonic() - self.session_started) / self.batches_done
-            remaining = (config.epochs - self.epoch - 1) * steps_per_epoch + (steps_per_epoch - batch)
-            return round(per_batch * remaining, 1)
+        def _eta(self, batch: int, validating: bool = False) -> float | None:
+            return self.timer.seconds_left(batches_left=steps_per_epoch - batch,
+                                           epochs_left=config.epochs - self.epoch - 1,
+                                           steps_per_epoch=steps_per_epoch,
+                                           validation_batches=self.validation_batches, validating=validating)
 
         def _check_stop(self) -> None:
+            reason = None
             if stop_signal_received():
-                raise StopRequested("SIGTERM")
+                reason = "SIGTERM"
             # One stat() per batch: microseconds next to a training step, and the stop is exact.
-            if write_files and runs.stop_requested(run_dir):
-                raise StopRequested("stop file")
+            elif write_files and runs.stop_requested(run_dir):
+                reason = "stop file"
+            if reason is not None:
+                if self.batch_log is not None:
+                    self.batch_log.flush()  # the last batches before the stop stay in the log
+                raise StopRequested(reason)
 
         def on_train_begin(self, logs=None):
             self._status(force=True, state="running", epochs=config.epochs, batches=steps_per_epoch,
@@ -404,16 +414,26 @@ def make_run_callback(run_dir: Path, config: TrainingConfig, *, steps_per_epoch:
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
             self.epoch_started = time.monotonic()
+            self.timer.epoch_begin(self.epoch_started)
             self.epoch_learning_rate = _current_learning_rate(self.model)
             self._status(force=True, state="running", epoch=epoch + 1, batch=0, message="training")
 
         def on_train_batch_end(self, batch, logs=None):
             self.batches_done += 1
+            now = time.monotonic()
+            self.timer.batch_end(now)
+            if self.batch_log is not None:
+                self.batch_log.add(self.epoch + 1, batch + 1, logs, now - self.epoch_started)
             self._status(batch=batch + 1, epoch=self.epoch + 1, eta_seconds=self._eta(batch + 1))
             self._check_stop()
 
         def on_test_begin(self, logs=None):
-            self._status(force=True, batch=steps_per_epoch, message="validating")
+            self.timer.validation_begin(time.monotonic())
+            self._status(force=True, batch=steps_per_epoch, message="validating",
+                         eta_seconds=self._eta(steps_per_epoch, validating=True))
+
+        def on_test_end(self, logs=None):
+            self.timer.validation_end(time.monotonic())
 
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
@@ -427,6 +447,7 @@ def make_run_callback(run_dir: Path, config: TrainingConfig, *, steps_per_epoch:
             else:
                 self.wait += 1
             if write_files:
+                self.batch_log.flush()
                 if improved:
                     self.model.save_weights(str(run_dir / runs.BEST_WEIGHTS_FILE))
                 # History first, checkpoint second: a kill between them leaves a row whose checkpoint
@@ -614,15 +635,9 @@ def train(dataset, config: TrainingConfig, run_dir: str | os.PathLike, *, resume
     try:
         return _train(dataset, config, run_dir, resume=resume, chief=chief,
                       extra_callbacks=extra_callbacks, verbose=verbose)
-    except StopRequested as reason:
-        info = runs.read_checkpoint_info(run_dir) or {}
-        runs.write_status(run_dir, state="stopped", eta_seconds=None,
-                          message=f"stopped ({reason}) after epoch {info.get('epoch', 0)}; resume to continue")
-        return TrainingResult("stopped", run_dir, int(info.get("epoch", 0)))
-    except KeyboardInterrupt:
-        info = runs.read_checkpoint_info(run_dir) or {}
-        runs.write_status(run_dir, state="stopped", eta_seconds=None, message="stopped by Ctrl-C")
-        return TrainingResult("stopped", run_dir, int(info.get("epoch", 0)))
+    except (StopRequested, KeyboardInterrupt) as reason:
+        return _mark_stopped(run_dir, config, "keyboard" if isinstance(reason, KeyboardInterrupt)
+                             else "signal" if "SIGTERM" in str(reason) else "user")
     except BaseException as error:
         runs.write_status(run_dir, state="failed", eta_seconds=None, error=f"{type(error).__name__}: {error}",
                           message="training failed; see train.log", traceback=traceback.format_exc()[-4000:])
@@ -632,6 +647,18 @@ def train(dataset, config: TrainingConfig, run_dir: str | os.PathLike, *, resume
             import shutil
 
             shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _mark_stopped(run_dir: Path, config: TrainingConfig, stop_reason: str) -> TrainingResult:
+    """State ``stopped`` at the last finished epoch (the unfinished one is discarded, so the progress
+    stands there, not at the batch where the stop came), in plain words."""
+    from cxr.run_text import describe_end
+
+    done = int((runs.read_checkpoint_info(run_dir) or {}).get("epoch", 0))
+    ended = describe_end("stopped", done, config.epochs, stop_reason=stop_reason)
+    runs.write_status(run_dir, state="stopped", eta_seconds=None, stop_reason=stop_reason, epoch=done, batch=0,
+                      message=f"{ended}; resume it to continue, or evaluate it as it is")
+    return TrainingResult("stopped", run_dir, done)
 
 
 def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chief: bool,
@@ -667,6 +694,7 @@ def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chie
             model = _build_compiled_model(config, steps_per_epoch)
     if chief:
         runs.truncate_history(run_dir, initial_epoch)
+        truncate_batch_log(run_dir, initial_epoch)
         if initial_epoch == 0:
             (run_dir / runs.HISTORY_FILE).unlink(missing_ok=True)
 
@@ -685,7 +713,8 @@ def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chie
               "(pip install tensorboard)", flush=True)
     run_callback = make_run_callback(run_dir, config, steps_per_epoch=steps_per_epoch,
                                      initial_epoch=initial_epoch, checkpoint_state=checkpoint_state,
-                                     plateau=plateau, write_files=chief)
+                                     plateau=plateau, write_files=chief,
+                                     validation_batches=math.ceil(len(arrays["val"][1]) / config.batch_size))
     callbacks.append(run_callback)  # last: it checkpoints after the plateau callback changed the rate
 
     if config.strategy == "multi-worker":
