@@ -22,6 +22,7 @@ SPLIT_COLORS = {"train": "#1f77b4", "validation": "#d62728"}
 POINT_COLORS = ("#d62728", "#2ca02c", "#9467bd")  # threshold markers on ROC/PR curves
 # History columns that have a validation twin named ``val_<metric>``.
 HISTORY_METRICS = ("loss", "accuracy", "auc")
+FEW_SIZES = 8  # up to this many distinct widths/heights get a bar each instead of a histogram
 METRIC_TITLES = {"loss": "Loss (binary cross-entropy)", "accuracy": "Accuracy", "auc": "ROC AUC",
                  "learning_rate": "Learning rate"}
 
@@ -82,6 +83,17 @@ def image_size_chart(manifest: pd.DataFrame):
     alt = _altair()
     _require_columns(manifest, ("width", "height"), "image_size_chart")
     long = manifest[["width", "height"]].melt(var_name="dimension", value_name="pixels")
+    if long["pixels"].nunique() <= FEW_SIZES:
+        # Few distinct sizes (often one: every image of a MedMNIST set or a resized folder shares it): a
+        # histogram would stretch one zero-width bin into a solid block; a bar per size reads at a glance.
+        return alt.Chart(long).mark_bar(size=28).encode(
+            x=alt.X("pixels:O", title="Original size (pixels)", axis=alt.Axis(labelAngle=0)),
+            xOffset=alt.XOffset("dimension:N"),
+            y=alt.Y("count():Q", title="Images"),
+            color=alt.Color("dimension:N", title="Dimension"),
+            tooltip=[alt.Tooltip("dimension:N"), alt.Tooltip("pixels:O", title="pixels"),
+                     alt.Tooltip("count():Q", title="images")],
+        ).properties(title="Original image sizes", height=250)
     return alt.Chart(long).mark_bar(opacity=0.6).encode(
         x=alt.X("pixels:Q", bin=alt.Bin(maxbins=40), title="Original size (pixels)"),
         y=alt.Y("count():Q", title="Images", stack=None),
@@ -169,8 +181,11 @@ def history_chart(history: pd.DataFrame, metric: str, *, epochs: int | None = No
     return alt.Chart(long).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="Epoch", scale=x_scale, axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("value:Q", title=METRIC_TITLES.get(metric, metric), scale=alt.Scale(zero=False)),
-        color=alt.Color("split:N", title="Split", scale=alt.Scale(domain=list(SPLIT_COLORS),
-                                                                  range=list(SPLIT_COLORS.values()))),
+        # The legend above the plot, not beside it: the plot then spans the chart's width, as the
+        # learning-rate chart (no legend) does, so charts side by side line up.
+        color=alt.Color("split:N", title=None, scale=alt.Scale(domain=list(SPLIT_COLORS),
+                                                               range=list(SPLIT_COLORS.values())),
+                        legend=alt.Legend(orient="top", symbolType="stroke")),
         tooltip=["epoch:Q", "split:N", alt.Tooltip("value:Q", format=".4f")],
     ).properties(title=METRIC_TITLES.get(metric, metric), height=220)
 
@@ -213,9 +228,16 @@ def compare_runs_chart(histories: Mapping[str, pd.DataFrame], metric: str):
     return alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="Epoch", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("value:Q", title=METRIC_TITLES.get(metric, metric), scale=alt.Scale(zero=False)),
-        color=alt.Color("run:N", title="Run"),
-        strokeDash=alt.StrokeDash("split:N", title="Split",
-                                  scale=alt.Scale(domain=["validation", "train"], range=[[1, 0], [5, 3]])),
+        color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", direction="vertical",
+                                                                symbolType="stroke", labelLimit=600)),
+        # Stroke symbols show the dash pattern in the legend (the default circle cannot), and the labels
+        # say it in words too.
+        strokeDash=alt.StrokeDash("split:N", title="Line",
+                                  scale=alt.Scale(domain=["validation", "train"], range=[[1, 0], [5, 3]]),
+                                  legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2,
+                                                    symbolSize=400,
+                                                    labelExpr="datum.label == 'train' ? 'train (dashed)' : "
+                                                              "'validation (solid)'")),
         tooltip=["run:N", "epoch:Q", "split:N", alt.Tooltip("value:Q", format=".4f")],
     ).properties(title=f"{METRIC_TITLES.get(metric, metric)}: run comparison", height=320)
 
@@ -340,3 +362,22 @@ __all__ = [
     "history_chart", "learning_rate_chart", "compare_runs_frame", "compare_runs_chart",
     "confusion_matrix_chart", "roc_chart", "precision_recall_chart", "calibration_chart",
 ]
+
+
+def batch_chart(batches: pd.DataFrame, metric: str = "loss", *, batches_per_epoch: int | None = None):
+    """``metric`` batch by batch within one epoch (Keras' running mean over the epoch so far).
+
+    ``batches``: rows of ``cxr.live_progress.read_batch_log(run, epoch=…)`` (columns ``batch`` and
+    ``metric``). ``batches_per_epoch`` fixes the x axis so the line grows into its frame.
+    """
+    alt = _altair()
+    _require_columns(batches, ("batch", metric), "batch_chart")
+    frame = batches[["batch", metric]].dropna()
+    x_scale = alt.Scale(domain=[1, max(int(batches_per_epoch), 2)]) if batches_per_epoch else alt.Undefined
+    title = f"{METRIC_TITLES.get(metric, metric)} in this epoch, batch by batch"
+    return alt.Chart(frame).mark_line(color=SPLIT_COLORS["train"]).encode(
+        x=alt.X("batch:Q", title="Batch", scale=x_scale, axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y(f"{metric}:Q", title=f"{METRIC_TITLES.get(metric, metric)} (mean so far)",
+                scale=alt.Scale(zero=False)),
+        tooltip=["batch:Q", alt.Tooltip(f"{metric}:Q", format=".4f")],
+    ).properties(title=title, height=220)

@@ -97,3 +97,28 @@ def test_calibration_and_size_charts_build():
     manifest = pd.DataFrame({"width": [400, 1000], "height": [300, 900]})
     rows = chart_values(charts.image_size_chart(manifest))
     assert sorted(row["pixels"] for row in rows) == [300, 400, 900, 1000]
+
+
+def test_size_chart_draws_a_bar_per_size_when_sizes_are_few():
+    # Every image 28 x 28 (a MedMNIST set): a histogram made one solid block of a zero-width bin.
+    same = charts.image_size_chart(pd.DataFrame({"width": [28] * 50, "height": [28] * 50})).to_dict()
+    assert same["encoding"]["x"]["type"] == "ordinal" and "bin" not in same["encoding"]["x"]
+    assert same["encoding"]["xOffset"]["field"] == "dimension"
+    many = pd.DataFrame({"width": np.arange(400, 1400, 10), "height": np.arange(300, 1300, 10)})
+    assert charts.image_size_chart(many).to_dict()["encoding"]["x"]["bin"] == {"maxbins": 40}
+
+
+def test_run_comparison_legend_tells_train_from_validation_and_history_legends_sit_above():
+    history = pd.DataFrame({"epoch": [1, 2], "auc": [0.6, 0.7], "val_auc": [0.5, 0.8]})
+    spec = charts.compare_runs_chart({"run a": history, "run b": history}, "auc").to_dict()
+    legend = spec["encoding"]["strokeDash"]["legend"]
+    assert legend["symbolType"] == "stroke" and "dashed" in legend["labelExpr"] and "solid" in legend["labelExpr"]
+    # A legend beside one chart and not the other made the learning-rate chart wider than its neighbours.
+    assert charts.history_chart(history, "auc").to_dict()["encoding"]["color"]["legend"]["orient"] == "top"
+
+
+def test_batch_chart_fixes_the_batch_axis():
+    batches = pd.DataFrame({"batch": [1, 2, 3], "loss": [0.9, 0.8, 0.75]})
+    spec = charts.batch_chart(batches, "loss", batches_per_epoch=163).to_dict()
+    assert spec["encoding"]["x"]["scale"]["domain"] == [1, 163]
+    assert [row["loss"] for row in chart_values(charts.batch_chart(batches))] == [0.9, 0.8, 0.75]
