@@ -39,7 +39,8 @@ KEY_OPACITY = "predict_opacity"  # heat map opacity on the Predict page
 KEY_EXAMPLES = "predict_examples"  # example images chosen on the Predict page
 KEY_SHOW_ANYWAY = "predict_show_anyway_"  # + result index: show an outside image's output anyway
 KEY_COMPARE_RUNS = "compare_runs"  # runs chosen for the comparison chart
-KEY_TRAIN_SETTINGS = "train_settings"  # copy of the Train page's settings, restored after visiting other pages
+KEY_TRAINING_CONFIG = "training_config"  # the Train page's settings as one TrainingConfig (Data's preview reads it)
+KEY_PRESET_CHOICE = "preset_choice"  # the preset chosen on Train, kept while its widget is not drawn
 SETTING_KEY_PREFIX = "setting_"  # Train page widgets: "setting_<TrainingConfig field>"
 
 DEFAULT_MODEL = "default"  # the Predict page's name for the bundled model
@@ -246,30 +247,22 @@ def finished_runs_with_model() -> list[str]:
 
 
 def finished_run_summaries() -> list[Any]:
-    """``RunSummary`` of each finished run that left a ``model.keras``, newest first."""
+    """``RunSummary`` of each run that left a ``model.keras``, newest first: finished runs, and stopped or
+    interrupted ones evaluated from their best epoch (``cxr.stopped_runs``)."""
+    from cxr import stopped_runs
+
     return [summary for summary in list_runs()
-            if run_state_of(summary) == "finished" and run_has_model(run_id_of(summary))]
-
-
-def format_created(created: Any) -> str:
-    """``"2026-11-25T19:50:11+00:00"`` -> ``"25 Nov 2026, 19:50 UTC"``; anything unreadable as it is."""
-    from datetime import datetime
-
-    try:
-        moment = datetime.fromisoformat(str(created))
-    except ValueError:
-        return str(created or "unknown date")
-    zone = moment.tzname() or ""
-    return moment.strftime("%d %b %Y, %H:%M") + (" UTC" if zone in ("UTC", "UTC+00:00") else f" {zone}".rstrip())
+            if (run_state_of(summary) == "finished" and run_has_model(run_id_of(summary)))
+            or (run_state_of(summary) in stopped_runs.FINALIZABLE_STATES
+                and stopped_runs.has_usable_model(run_id_of(summary)))]
 
 
 def run_label(summary: Any) -> str:
-    """A run as people read it: ``"fast on chest_xray-150, 25 Nov 2026, 19:50 UTC · best validation AUC
-    0.990"`` (the run id stays in the URL and the Runs table)."""
-    model, dataset = field_of(summary, "model") or "model", field_of(summary, "dataset") or "?"
-    auc = field_of(summary, "best_val_auc")
-    score = f"best validation AUC {auc:.3f}" if isinstance(auc, (int, float)) else "no validation AUC recorded"
-    return f"{model} on {dataset}, {format_created(field_of(summary, 'created'))} · {score}"
+    """A run as people read it on every page (``cxr.run_text.run_label``): ``"fast on chest_xray-150, 25 Nov
+    2026, 19:50 UTC · best validation AUC 0.990"`` (the run id stays in the URL and the Runs table)."""
+    from cxr import run_text
+
+    return run_text.run_label(summary)
 
 
 def bundled_model_label() -> str:

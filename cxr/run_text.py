@@ -1,7 +1,8 @@
 """Runs as people read them: a name with its best validation AUC, its state in plain words, its progress.
 
 Every page that lets someone choose a run uses ``run_labels`` so a run reads the same everywhere
-("fast on kermany · 26 Nov 10:52 · val AUC 0.874"), not as a bare id ("20261126-105222-fast-3fa2c1").
+("fast on kermany, 26 Nov 2026, 10:52 UTC · best validation AUC 0.874"), not as a bare id
+("20261126-105222-fast-3fa2c1").
 Pure functions of ``cxr.runs`` records (a ``RunSummary`` or its dict, a status dict): no I/O here.
 """
 
@@ -21,11 +22,13 @@ def _field(record: Any, name: str, default: Any = None) -> Any:
 
 
 def _when(created: Any) -> str:
-    """``"2026-11-26T10:52:22.1+00:00"`` -> ``"26 Nov 10:52"`` (UTC, as stored); ``""`` when unknown."""
+    """``"2026-11-26T10:52:22.1+00:00"`` -> ``"26 Nov 2026, 10:52 UTC"``; ``""`` when unknown."""
     try:
-        return datetime.fromisoformat(str(created)).strftime("%d %b %H:%M")
+        moment = datetime.fromisoformat(str(created))
     except (TypeError, ValueError):
         return ""
+    zone = moment.tzname() or ""
+    return moment.strftime("%d %b %Y, %H:%M") + (" UTC" if zone in ("UTC", "UTC+00:00") else f" {zone}".rstrip())
 
 
 def describe_end(state: str, epochs_done: int, epochs: int | None, *, stop_reason: str | None = None) -> str:
@@ -46,22 +49,21 @@ def describe_end(state: str, epochs_done: int, epochs: int | None, *, stop_reaso
 
 
 def run_name(summary: Any) -> str:
-    """"fast on kermany · 26 Nov 10:52": the model, the data set and when the run was created."""
+    """"fast on kermany, 26 Nov 2026, 10:52 UTC": the model, the data set and when the run was created."""
     model, dataset = _field(summary, "model"), _field(summary, "dataset")
-    parts = [f"{model} on {dataset}" if model not in (None, "?") and dataset not in (None, "?")
-             else str(_field(summary, "run_id"))]
+    name = (f"{model} on {dataset}" if model not in (None, "?") and dataset not in (None, "?")
+            else str(_field(summary, "run_id")))
     when = _when(_field(summary, "created"))
-    if when:
-        parts.append(when)
-    return " · ".join(parts)
+    return f"{name}, {when}" if when else name
 
 
 def run_label(summary: Any) -> str:
     """``run_name`` plus the best validation AUC, and the state when it is not "finished":
-    "fast on kermany · 26 Nov 10:52 · val AUC 0.874 · stopped"."""
+    "fast on kermany, 26 Nov 2026, 10:52 UTC · best validation AUC 0.874 · stopped"."""
     parts = [run_name(summary)]
     auc = _field(summary, "best_val_auc")
-    parts.append(f"val AUC {auc:.3f}" if isinstance(auc, (int, float)) and auc == auc else "no val AUC yet")
+    parts.append(f"best validation AUC {auc:.3f}" if isinstance(auc, (int, float)) and auc == auc
+                 else "no validation AUC recorded")
     state = _field(summary, "state")
     if state and state != "finished":
         parts.append(str(state))

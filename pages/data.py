@@ -9,7 +9,9 @@ import streamlit as st
 import app_components as ui
 from cxr import charts, datasets
 from cxr.config import (
+    BRIGHTNESS_RANGE,
     CLASS_NAMES,
+    CONTRAST_RANGE,
     IMAGE_SIZE_RANGE,
     PRESETS,
     ROTATION_RANGE,
@@ -146,38 +148,67 @@ def distributions(dataset) -> None:
     st.caption(f"Intensities of up to {INTENSITY_SAMPLE} {split} images per class.")
 
 
-def augmentation_settings() -> TrainingConfig:
-    """The augmentation settings chosen on the Train page in this session, else the defaults."""
-    saved = st.session_state.get(ui.KEY_TRAIN_SETTINGS) or {}
-    names = ("rotation_degrees", "zoom", "width_shift", "height_shift", "horizontal_flip", "brightness", "contrast")
-    chosen = {name: saved[ui.SETTING_KEY_PREFIX + name] for name in names if ui.SETTING_KEY_PREFIX + name in saved}
-    try:
-        return PRESETS["fast"].replace(**chosen)
-    except ValueError:
-        return PRESETS["fast"]
+def training_settings() -> TrainingConfig:
+    """The session's one ``TrainingConfig`` (the Train page keeps it up to date), else the fast preset."""
+    config = st.session_state.get(ui.KEY_TRAINING_CONFIG)
+    return config if isinstance(config, TrainingConfig) else PRESETS["fast"]
+
+
+def image_choices(dataset, split: str) -> list[str]:
+    """Readable names of the images of ``split``, in the order of ``dataset.images(split)``: the file name and
+    the class ("IM-0115-0001.jpeg (normal)")."""
+    rows = dataset.manifest[dataset.manifest["split"] == split]
+    labels = dataset.labels(split)
+    files = rows["file"].astype(str).tolist() if len(rows) == len(labels) else [f"image {i + 1}" for i in
+                                                                              range(len(labels))]
+    return [f"{file.rsplit('/', 1)[-1]} ({CLASS_NAMES[int(label)]})" for file, label in zip(files, labels, strict=True)]
 
 
 def augmentation_preview(dataset) -> None:
-    defaults = augmentation_settings()
-    st.caption("Starts from the augmentation settings of the Train page; changes here are for the preview only.")
-    columns = st.columns(5)
-    rotation = columns[0].slider("Rotation (± degrees)", *ROTATION_RANGE, value=defaults.rotation_degrees, step=5.0)
-    zoom = columns[1].slider("Zoom (±)", *ZOOM_RANGE, value=defaults.zoom, step=0.05)
-    width_shift = columns[2].slider("Width shift (±)", *SHIFT_RANGE, value=defaults.width_shift, step=0.05)
-    height_shift = columns[3].slider("Height shift (±)", *SHIFT_RANGE, value=defaults.height_shift, step=0.05)
-    flip = columns[4].toggle("Horizontal flip", value=defaults.horizontal_flip)
+    defaults = training_settings()
+    st.caption("Starts from the Train page's augmentation settings. Try other strengths here, then keep them for "
+               "training with the button below.")
+    columns = st.columns(4)
+    rotation = columns[0].slider("Rotation (± degrees)", *ROTATION_RANGE, value=float(defaults.rotation_degrees),
+                                 step=5.0, help="Rotate by a random angle up to this many degrees either way.")
+    zoom = columns[1].slider("Zoom (± fraction of the size)", *ZOOM_RANGE, value=float(defaults.zoom), step=0.05,
+                             help="Zoom in or out by up to this fraction of the image size.")
+    width_shift = columns[2].slider("Width shift (± fraction of the width)", *SHIFT_RANGE,
+                                    value=float(defaults.width_shift), step=0.05,
+                                    help="Move left or right by up to this fraction of the width.")
+    height_shift = columns[3].slider("Height shift (± fraction of the height)", *SHIFT_RANGE,
+                                     value=float(defaults.height_shift), step=0.05,
+                                     help="Move up or down by up to this fraction of the height.")
+    columns = st.columns(4)
+    flip = columns[0].toggle("Horizontal flip", value=bool(defaults.horizontal_flip),
+                             help="Mirror half of the images left to right.")
+    brightness = columns[1].slider("Brightness (± fraction of white)", *BRIGHTNESS_RANGE,
+                                   value=float(defaults.brightness), step=0.05,
+                                   help="Add up to ± this fraction of full white to every pixel.")
+    contrast = columns[2].slider("Contrast (± fraction)", *CONTRAST_RANGE, value=float(defaults.contrast), step=0.05,
+                                 help="Scale the contrast by 1 ± this around the image's mean.")
     split = "train" if "train" in dataset.splits else dataset.splits[0]
     images = dataset.images(split)
-    index = st.number_input(f"Image number in {split}", min_value=0, max_value=len(images) - 1, value=0)
-    config = defaults.replace(image_size=dataset.image_size, rotation_degrees=rotation, zoom=zoom,
-                              width_shift=width_shift, height_shift=height_shift, horizontal_flip=flip)
+    names = image_choices(dataset, split)
+    index = st.selectbox(f"Image from {split}", range(len(names)), format_func=names.__getitem__,
+                         key="data_preview_image", help="Type to search by file name.")
+    augmentation = {"rotation_degrees": rotation, "zoom": zoom, "width_shift": width_shift,
+                    "height_shift": height_shift, "horizontal_flip": flip, "brightness": brightness,
+                    "contrast": contrast}
+    config = defaults.replace(image_size=dataset.image_size, **augmentation)
+    changed = any(getattr(defaults, name) != value for name, value in augmentation.items())
+    if st.button("Use these augmentation settings for training", icon=":material/check:", disabled=not changed,
+                 help="The Train page then starts from them." if changed else "They are the Train page's already."):
+        st.session_state[ui.KEY_TRAINING_CONFIG] = defaults.replace(**augmentation)
+        st.toast("The Train page will use these augmentation settings.", icon=":material/check:")
+        st.rerun()
     seed = st.session_state.get("data_augmentation_seed", 0)
     if st.button("New random augmentations", icon=":material/shuffle:"):
         seed = int(np.random.default_rng().integers(1 << 30))
         st.session_state["data_augmentation_seed"] = seed
     with st.spinner("Augmenting…"):
-        augmented = ui.augment_examples(images[int(index)], config, count=AUGMENTATIONS_SHOWN, seed=seed)
-    st.image([images[int(index)]] + list(augmented), caption=["original"] + [f"random {i + 1}" for i in
+        augmented = ui.augment_examples(images[int(index or 0)], config, count=AUGMENTATIONS_SHOWN, seed=seed)
+    st.image([images[int(index or 0)]] + list(augmented), caption=["original"] + [f"random {i + 1}" for i in
                                                                             range(len(augmented))], width=150)
 
 

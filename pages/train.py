@@ -1,11 +1,11 @@
-"""Train: settings with presets, start a training child process, follow it live, stop or resume it, list
-and compare runs."""
+"""Train: the few settings that matter in view (the rest under Advanced), start a training child process,
+follow it live (batch by batch), stop it, evaluate a stopped run, resume it, list and compare runs."""
 
 import pandas as pd
 import streamlit as st
 
 import app_components as ui
-from cxr import charts, datasets, jobs, models, runs
+from cxr import charts, datasets, jobs, live_progress, models, run_text, runs, stopped_runs
 from cxr.config import (
     BRIGHTNESS_RANGE,
     CLASS_WEIGHTINGS,
@@ -29,6 +29,11 @@ LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 MIN_LEARNING_RATES = [0.0, 1e-7, 1e-6, 1e-5, 1e-4]
 EPOCHS_SLIDER_MAX = 100  # the slider's top; longer trainings are for the command line
 COMPARE_METRICS = {"auc": "ROC AUC", "accuracy": "Accuracy", "loss": "Loss"}
+OPTIMIZER_HELP = ("How the weights follow the gradient. adam: adapts a step size per weight (robust default); "
+                  "rmsprop: the tutorial's; sgd: plain steps with momentum-free updates (needs a larger rate).")
+SCHEDULE_HELP = ("How the learning rate changes during training. plateau: multiply it by the plateau factor when "
+                 "validation accuracy stops improving (the tutorial's); cosine: decay it smoothly to the minimum "
+                 "by the last epoch; constant: never change it.")
 
 
 def setting_key(name: str) -> str:
@@ -36,7 +41,7 @@ def setting_key(name: str) -> str:
 
 
 def widget_value(name: str, value):
-    """A preset value as the widget that shows it holds it (nearest option for the select sliders)."""
+    """A setting's value as the widget that shows it holds it (nearest option for the select sliders)."""
     if name == "learning_rate":
         return min(LEARNING_RATES, key=lambda option: abs(option - value))
     if name == "min_learning_rate":
@@ -59,80 +64,151 @@ def apply_preset() -> None:
         st.session_state[setting_key(name)] = widget_value(name, value)
 
 
-def settings_form(image_size: int) -> dict:
-    """Every training setting as a widget; returns the values (TrainingConfig field -> value)."""
-    # Streamlit forgets the state of widgets not drawn in a run, so visiting another page would reset the
-    # settings; a plain copy (KEY_TRAIN_SETTINGS) brings them back.
-    saved = st.session_state.get(ui.KEY_TRAIN_SETTINGS) or {}
+def restore_settings() -> None:
+    """Streamlit forgets the widgets of a page that is not drawn; bring them back from the session's one
+    ``TrainingConfig`` (which the Data page's augmentation preview may also have set), else the preset."""
     if ui.KEY_PRESET not in st.session_state:
-        st.session_state[ui.KEY_PRESET] = saved.get(ui.KEY_PRESET, "fast")
-    if any(setting_key(name) not in st.session_state for name in TrainingConfig.__dataclass_fields__):
-        if saved:
-            for key, value in saved.items():
-                st.session_state[key] = value
-        else:
-            apply_preset()  # first visit
-    st.selectbox("Preset", list(PRESETS), format_func=lambda name: PRESET_TITLES.get(name, name),
-                 key=ui.KEY_PRESET, on_change=apply_preset,
-                 help="Fills every setting below; change any of them afterwards.")
-    names = models.model_names()
-    model_column, epochs_column, batch_column = st.columns(3)
-    model_column.selectbox("Model", names, key=setting_key("model"),
-                           format_func=lambda name: f"{name}: {models.MODEL_DESCRIPTIONS.get(name, '')}")
-    epochs_column.slider("Epochs", 1, EPOCHS_SLIDER_MAX, key=setting_key("epochs"))
-    batch_column.select_slider("Batch size", BATCH_SIZES, key=setting_key("batch_size"))
+        st.session_state[ui.KEY_PRESET] = st.session_state.get(ui.KEY_PRESET_CHOICE, "fast")
+    config = st.session_state.get(ui.KEY_TRAINING_CONFIG) or PRESETS[st.session_state[ui.KEY_PRESET]]
+    for name, value in config.to_dict().items():
+        if setting_key(name) not in st.session_state:
+            st.session_state[setting_key(name)] = widget_value(name, value)
 
-    with st.expander("Optimizer and learning rate", expanded=True):
+
+def essential_settings() -> None:
+    """What Teachable Machine shows too: the network, epochs, batch size and learning rate."""
+    names = models.model_names()
+    columns = st.columns(4)
+    columns[0].selectbox("Model", names, key=setting_key("model"),
+                         format_func=lambda name: f"{name}: {models.MODEL_DESCRIPTIONS.get(name, '')}",
+                         help="The network to train. fast trains an epoch of the Kermany set in about 20 s on "
+                              "two CPU cores; seed is the tutorial's network (minutes an epoch); the transfer "
+                              "backbones start from ImageNet weights.")
+    columns[1].slider("Epochs", 1, EPOCHS_SLIDER_MAX, key=setting_key("epochs"),
+                      help="Passes over all training images. With early stopping on, training may end sooner "
+                           "and keeps its best epoch.")
+    columns[2].select_slider("Batch size", BATCH_SIZES, key=setting_key("batch_size"),
+                             help="Images per training step. Larger batches run faster per image but need more "
+                                  "memory and usually a larger learning rate.")
+    columns[3].select_slider("Learning rate", LEARNING_RATES, key=setting_key("learning_rate"),
+                             format_func=lambda value: f"{value:g}",
+                             help="Size of the optimizer's steps at the start of training (no unit: a factor on "
+                                  "the gradient). 0.001 is Adam's and RMSprop's default; too high and the loss "
+                                  "jumps or diverges, too low and it barely moves.")
+
+
+def advanced_settings() -> None:
+    """Every other setting, grouped; those that the current choices ignore are shown disabled."""
+    schedule_tab, regularization_tab, augmentation_tab, data_tab = st.tabs(
+        ["Optimizer and schedule", "Regularization and stopping", "Augmentation", "Data and reproducibility"])
+    with schedule_tab:
         columns = st.columns(3)
-        columns[0].selectbox("Optimizer", OPTIMIZERS, key=setting_key("optimizer"))
-        columns[1].select_slider("Learning rate", LEARNING_RATES, key=setting_key("learning_rate"),
-                                 format_func=lambda value: f"{value:g}")
-        columns[2].selectbox("Schedule", SCHEDULES, key=setting_key("schedule"),
-                             help="plateau: divide the rate when validation accuracy stalls (the tutorial's); "
-                                  "cosine: decay smoothly to the minimum; constant: never change it.")
-        columns = st.columns(3)
-        columns[0].slider("Plateau patience (epochs)", 1, 10, key=setting_key("plateau_patience"))
-        columns[1].slider("Plateau factor", 0.05, 0.95, step=0.05, key=setting_key("plateau_factor"))
+        columns[0].selectbox("Optimizer", OPTIMIZERS, key=setting_key("optimizer"), help=OPTIMIZER_HELP)
+        columns[1].selectbox("Schedule", SCHEDULES, key=setting_key("schedule"), help=SCHEDULE_HELP)
+        schedule = st.session_state[setting_key("schedule")]
         columns[2].select_slider("Minimum learning rate", MIN_LEARNING_RATES, key=setting_key("min_learning_rate"),
-                                 format_func=lambda value: f"{value:g}")
-    with st.expander("Regularization and stopping", expanded=True):
+                                 format_func=lambda value: f"{value:g}", disabled=schedule == "constant",
+                                 help="The floor of the rate: the plateau schedule never cuts below it, the cosine "
+                                      "schedule ends on it. Not used by the constant schedule.")
+        plateau_off = schedule != "plateau"
+        columns = st.columns(3)
+        columns[0].slider("Plateau patience (epochs)", 1, 10, key=setting_key("plateau_patience"),
+                          disabled=plateau_off,
+                          help="Epochs without a better validation accuracy before the rate is cut. Only used by "
+                               "the plateau schedule.")
+        columns[1].slider("Plateau factor (× learning rate)", 0.05, 0.95, step=0.05, key=setting_key("plateau_factor"),
+                          disabled=plateau_off,
+                          help="The rate is multiplied by this at each cut (0.3: cut to 30 %). Only used by the "
+                               "plateau schedule.")
+        if plateau_off:
+            columns[2].caption(f"The plateau settings are unused with the {schedule} schedule.")
+    with regularization_tab:
         columns = st.columns(4)
         columns[0].selectbox("Class weighting", CLASS_WEIGHTINGS, key=setting_key("class_weighting"),
-                             help="balanced: weigh each class by the inverse of its frequency in train.")
-        columns[1].slider("Dropout rate", *DROPOUT_RANGE, step=0.05, key=setting_key("dropout_rate"))
+                             help="balanced: weigh each class by the inverse of its share of the training images, "
+                                  "so the rarer class (normal, in Kermany) counts as much; none: every image "
+                                  "counts the same.")
+        columns[1].slider("Dropout rate (fraction)", *DROPOUT_RANGE, step=0.05, key=setting_key("dropout_rate"),
+                          help="Fraction of the head's units switched off at random in each training step (0 = "
+                               "none): fights over-fitting.")
         columns[2].toggle("Early stopping", key=setting_key("early_stopping"),
-                          help="Stop when validation AUC stops improving and keep the best weights.")
-        columns[3].slider("Early stopping patience", 1, 20, key=setting_key("early_stopping_patience"))
-    with st.expander("Augmentation (preview it on the Data page)"):
-        columns = st.columns(5)
-        columns[0].slider("Rotation (± degrees)", *ROTATION_RANGE, step=5.0, key=setting_key("rotation_degrees"))
-        columns[1].slider("Zoom (±)", *ZOOM_RANGE, step=0.05, key=setting_key("zoom"))
-        columns[2].slider("Width shift (±)", *SHIFT_RANGE, step=0.05, key=setting_key("width_shift"))
-        columns[3].slider("Height shift (±)", *SHIFT_RANGE, step=0.05, key=setting_key("height_shift"))
-        columns[4].toggle("Horizontal flip", key=setting_key("horizontal_flip"))
-        columns = st.columns(5)
-        columns[0].slider("Brightness (± fraction)", *BRIGHTNESS_RANGE, step=0.05, key=setting_key("brightness"),
-                          help="Adds up to ± this fraction of full white to every pixel (0 = off).")
-        columns[1].slider("Contrast (±)", *CONTRAST_RANGE, step=0.05, key=setting_key("contrast"),
-                          help="Scales contrast by 1 ± this around each image's mean (0 = off).")
-    with st.expander("Advanced"):
+                          help="Stop when validation AUC stops improving and keep the best epoch's weights.")
+        columns[3].slider("Early stopping patience (epochs)", 1, 20, key=setting_key("early_stopping_patience"),
+                          disabled=not st.session_state[setting_key("early_stopping")],
+                          help="Epochs without a better validation AUC before training stops. Only used with "
+                               "early stopping on.")
+    with augmentation_tab:
+        st.caption("Random changes to each training image, new every epoch (never to validation or test "
+                   "images). Preview them on the Data page.")
+        columns = st.columns(4)
+        columns[0].slider("Rotation (± degrees)", *ROTATION_RANGE, step=5.0, key=setting_key("rotation_degrees"),
+                          help="Rotate by a random angle up to this many degrees either way (0 = off).")
+        columns[1].slider("Zoom (± fraction of the size)", *ZOOM_RANGE, step=0.05, key=setting_key("zoom"),
+                          help="Zoom in or out by up to this fraction of the image size (0.2: 80–120 %; 0 = off).")
+        columns[2].slider("Width shift (± fraction of the width)", *SHIFT_RANGE, step=0.05,
+                          key=setting_key("width_shift"),
+                          help="Move left or right by up to this fraction of the image width (0.1: 15 px of "
+                               "150; 0 = off).")
+        columns[3].slider("Height shift (± fraction of the height)", *SHIFT_RANGE, step=0.05,
+                          key=setting_key("height_shift"),
+                          help="Move up or down by up to this fraction of the image height (0 = off).")
+        columns = st.columns(4)
+        columns[0].toggle("Horizontal flip", key=setting_key("horizontal_flip"),
+                          help="Mirror half of the images left to right.")
+        columns[1].slider("Brightness (± fraction of white)", *BRIGHTNESS_RANGE, step=0.05,
+                          key=setting_key("brightness"),
+                          help="Add up to ± this fraction of full white to every pixel (0.2: ± 51 of 255; 0 = off).")
+        columns[2].slider("Contrast (± fraction)", *CONTRAST_RANGE, step=0.05, key=setting_key("contrast"),
+                          help="Scale the contrast by 1 ± this around each image's mean (0.3: 70–130 %; 0 = off).")
+    with data_tab:
         columns = st.columns(3)
         columns[0].slider("Validation fraction", *VALIDATION_FRACTION_RANGE, step=0.05,
                           key=setting_key("validation_fraction"),
                           help="Share of train held out (by patient) when the data set has no validation split.")
-        columns[1].number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=setting_key("seed"))
+        columns[1].number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=setting_key("seed"),
+                                help="Fixes the random start, the shuffling and the augmentation: the same seed, "
+                                     "settings and data give the same run on a CPU.")
         columns[2].number_input("Batches per epoch (0 = all)", min_value=0, max_value=10**6, step=1,
                                 key=setting_key("max_batches_per_epoch"),
                                 help="Limit each epoch to this many batches: for smoke tests and timing.")
-    st.session_state[ui.KEY_TRAIN_SETTINGS] = {
-        key: st.session_state[key] for key in
-        [ui.KEY_PRESET, *(setting_key(name) for name in TrainingConfig.__dataclass_fields__)]}
+
+
+def settings_summary(config: TrainingConfig) -> str:
+    """One line of what the Advanced settings hold now, so they need not be opened to be known."""
+    schedule = {"plateau": f"plateau schedule (× {config.plateau_factor:g} after {config.plateau_patience} epochs)",
+                "cosine": "cosine schedule", "constant": "constant rate"}[config.schedule]
+    stopping = (f"early stopping after {config.early_stopping_patience} epochs without a better validation AUC"
+                if config.early_stopping else "no early stopping")
+    augmentation = [f"rotation ±{config.rotation_degrees:g}°" if config.rotation_degrees else "",
+                    f"zoom ±{config.zoom:g}" if config.zoom else "",
+                    "shifts" if config.width_shift or config.height_shift else "",
+                    "flip" if config.horizontal_flip else "",
+                    f"brightness ±{config.brightness:g}" if config.brightness else "",
+                    f"contrast ±{config.contrast:g}" if config.contrast else ""]
+    augmentation = ", ".join(part for part in augmentation if part) or "none"
+    return (f"{config.optimizer}, {schedule}, {config.class_weighting} class weighting, dropout "
+            f"{config.dropout_rate:g}, {stopping}; augmentation: {augmentation}.")
+
+
+def settings_form(image_size: int) -> tuple[dict, object]:
+    """Every training setting as a widget; returns the values (TrainingConfig field -> value) and the place
+    under the essential settings kept for the summary of the advanced ones."""
+    restore_settings()
+    st.selectbox("Preset", list(PRESETS), format_func=lambda name: PRESET_TITLES.get(name, name),
+                 key=ui.KEY_PRESET, on_change=apply_preset,
+                 help="Fills every setting below; change any of them afterwards.")
+    st.session_state[ui.KEY_PRESET_CHOICE] = st.session_state[ui.KEY_PRESET]
+    essential_settings()
+    summary_slot = st.empty()
+    with st.expander("Advanced settings"):
+        advanced_settings()
+    # Settings not drawn as widgets (image size, strategy, weights, …) travel in session state as well.
     values = {name: st.session_state[setting_key(name)] for name in TrainingConfig.__dataclass_fields__
               if name not in ("image_size", "strategy")}
     values["max_batches_per_epoch"] = int(values["max_batches_per_epoch"]) or None
     values["seed"] = int(values["seed"])
     values["image_size"] = int(image_size)
-    return values
+    return values, summary_slot
 
 
 def estimate_section(config: TrainingConfig, num_train_images: int) -> None:
@@ -147,7 +223,7 @@ def estimate_section(config: TrainingConfig, num_train_images: int) -> None:
         st.metric("Estimated time per epoch", ui.format_seconds(seconds), help=basis, border=True)
 
 
-def start_section() -> None:
+def start_section(summaries: list, labels: dict) -> None:
     st.subheader("Settings")
     entries = datasets.list_datasets()
     if not entries:
@@ -157,48 +233,42 @@ def start_section() -> None:
     names = [entry["name"] for entry in entries]
     wanted = st.session_state.get(ui.KEY_DATASET)
     name = st.selectbox("Data set", names, index=names.index(wanted) if wanted in names else 0,
-                        key="train_dataset")
+                        key="train_dataset", help="The imported data set to train on (import more on the Data "
+                                                  "page). Its images' size is the model's input size.")
     entry = entries[names.index(name)]
     image_size = int(entry.get("image_size") or TrainingConfig().image_size)
     counts = entry.get("counts") or {}
     num_train = sum((counts.get("train") or {}).values())
     st.caption(f"{image_size} px images; " + ", ".join(f"{split}: {sum(c.values()):,}" for split, c in counts.items()))
-    values = settings_form(image_size)
+    values, summary_slot = settings_form(image_size)
     config = None
     with ui.guarded("Checking the settings"):
         config = TrainingConfig(**values)
     if config is None:
         return
+    st.session_state[ui.KEY_TRAINING_CONFIG] = config
+    summary_slot.caption("Advanced: " + settings_summary(config))
     estimate_section(config, num_train)
-    if st.button("Start training", type="primary", icon=":material/play_arrow:"):
+    going = [ui.run_id_of(summary) for summary in summaries
+             if ui.field_of(summary, "dataset") == name and ui.run_state_of(summary) in ui.ACTIVE_STATES]
+    reason = (f"A run on {name} is going ({labels.get(going[0], going[0])}): Start is available again when it "
+              "ends. Stop it below to start another now." if going else None)
+    if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=bool(going),
+                 help=reason):
         run_id = None
         with ui.guarded("Starting the training"):
             run_id = jobs.start_training(name, config)
         if run_id is not None:
             st.session_state[ui.KEY_FOLLOWED_RUN] = str(run_id)
             st.toast(f"Training {run_id} started.", icon=":material/play_arrow:")
-
-
-def progress_text(status: dict) -> tuple[float, str]:
-    """Overall progress in [0, 1] and a line "Epoch 3/12 · batch 40/163 · ETA 2 min 10 s"."""
-    epoch = int(status.get("epoch") or 0)
-    epochs = int(status.get("epochs") or 0)
-    batch = int(status.get("batch") or 0)
-    batches = int(status.get("batches") or 0)
-    # "epoch" is the epoch in progress (1-based) while batches run, and the last finished one at its end.
-    done = max(0, epoch - 1) + (batch / batches if batches else 0.0)
-    fraction = 1.0 if status.get("state") == "finished" else (min(1.0, done / epochs) if epochs else 0.0)
-    parts = [f"Epoch {epoch}/{epochs}" if epochs else f"Epoch {epoch}"]
-    if batches:
-        parts.append(f"batch {batch}/{batches}")
-    if status.get("eta_seconds") is not None and status.get("state") in ui.ACTIVE_STATES:
-        parts.append(f"ETA {ui.format_seconds(status['eta_seconds'])}")
-    return fraction, " · ".join(parts)
+            st.rerun()  # the page again, Start disabled and the new run followed
+    if reason:
+        st.caption(reason)
 
 
 def history_charts(history: pd.DataFrame, epochs: int | None) -> None:
     if history is None or "epoch" not in history or history["epoch"].dropna().empty:
-        st.caption("The charts appear when the first epoch ends.")
+        st.caption("The per-epoch charts appear when the first epoch ends.")
         return
     left, right = st.columns(2)
     with left:
@@ -211,22 +281,65 @@ def history_charts(history: pd.DataFrame, epochs: int | None) -> None:
     st.caption(f"{len(history)} epoch(s) finished.")
 
 
-def run_panel(run_id: str) -> None:
-    """Status, progress, charts and the Stop/Resume buttons of one run (the body of the live fragment)."""
+def batch_charts(run_id: str, status: dict) -> None:
+    """Loss and accuracy batch by batch in the epoch that is running (from the run's batch log)."""
+    epoch = int(status.get("epoch") or 0)
+    batches = live_progress.read_batch_log(run_id, epoch=epoch) if epoch else None
+    if batches is None or batches.empty:
+        return
+    left, right = st.columns(2)
+    per_epoch = status.get("batches")
+    left.altair_chart(charts.batch_chart(batches, "loss", batches_per_epoch=per_epoch), width="stretch")
+    if batches["accuracy"].notna().any():
+        right.altair_chart(charts.batch_chart(batches, "accuracy", batches_per_epoch=per_epoch), width="stretch")
+
+
+def ended_section(run_id: str, status: dict, finished: int) -> None:
+    """A stopped or interrupted run: evaluate its best epoch and use it, or resume it."""
+    if stopped_runs.evaluation_is_current(run_id, status):
+        st.success(f"Evaluated with the weights of epoch {status.get('finalized_epoch')} (its best validation "
+                   "AUC): open it on the Evaluate and Predict pages, or resume training to continue.",
+                   icon=":material/check_circle:")
+        columns = st.columns(2)
+        with columns[0]:
+            ui.link_to("evaluate", "Evaluate this run")
+        with columns[1]:
+            ui.link_to("predict", "Predict with it")
+        st.session_state[ui.KEY_EVALUATION_RUN] = run_id
+        return
+    allowed, reason = stopped_runs.can_finalize(run_id, status)
+    if not allowed:
+        st.info(f"{reason[0].upper()}{reason[1:]}. Resume it to train, or start a new run.")
+        return
+    info = runs.read_checkpoint_info(run_id) or {}
+    best = (f" (epoch {info['best_epoch']}, validation AUC {info['best_value']:.3f})"
+            if info.get("best_epoch") and isinstance(info.get("best_value"), (int, float)) else "")
+    st.info(f"Its best epoch so far{best} can be evaluated and used as it is — the same evaluation as a "
+            f"finished run, on validation and test — or resume training to continue from epoch {finished}.",
+            icon=":material/info:")
+    if st.button("Evaluate and use this run", key=f"finalize_{run_id}", type="primary", icon=":material/fact_check:"):
+        done = None
+        with st.spinner("Evaluating the best epoch on validation and test…"), ui.guarded("Evaluating the run"):
+            done = stopped_runs.finalize_stopped_run(run_id)
+        if done is not None:
+            st.toast("Evaluated: the run can be used on the Evaluate and Predict pages.", icon=":material/check:")
+            st.rerun()
+
+
+def run_panel(run_id: str, label: str) -> None:
+    """Status, progress, charts and the Stop/Resume/Evaluate buttons of one run (the live fragment's body)."""
     status = runs.read_status(run_id)
     state = status.get("state")
     # The fragment redraws only itself; when the state changes (queued -> running -> finished) the rest
-    # of the page (the Runs table, the timer) is stale, so redraw the whole page once. The state is stored
+    # of the page (Start, the timer) is stale, so redraw the whole page once. The state is stored
     # before the rerun, so the redraw sees no change and cannot loop.
     state_key = f"_panel_state_{run_id}"
     previous_state = st.session_state.get(state_key)
     st.session_state[state_key] = state
     if previous_state is not None and previous_state != state:
         st.rerun()
-    state_line = f"**{run_id}** — state: **{state}**"
-    if status.get("message"):
-        state_line += f" ({status['message']})"
-    st.markdown(state_line)
+    finished = stopped_runs.finished_epochs(run_id)
+    st.markdown(f"**{label}** — {run_text.state_text(status, finished)}")
     if state == "queued":
         position = jobs.queue_position(run_id)
         st.info(f"Waiting in the queue{f': position {position}' if position else ''}. It starts by itself when "
@@ -234,23 +347,26 @@ def run_panel(run_id: str) -> None:
     if state == "failed":
         st.error(f"This run failed: {status.get('error') or status.get('message') or 'no reason recorded'}. "
                  "Its finished epochs are kept; fix the cause and resume it, or start a new run.")
-    if state == "interrupted":
-        st.warning("This run was interrupted (its process ended without finishing). Resume it to continue from "
-                   "its last finished epoch.")
-    fraction, text = progress_text(status)
+    fraction, text = run_text.progress(status, finished)
     st.progress(fraction, text=text)
-
-    if state in ("queued", "running") and st.button("Stop", key=f"stop_{run_id}", icon=":material/stop:"):
+    if state in ("stopped", "interrupted"):
+        ended_section(run_id, status, finished)
+    if state in ("queued", "running") and st.button("Stop", key=f"stop_{run_id}", icon=":material/stop:",
+                                                     help="Stops after the current batch; the finished epochs "
+                                                          "are kept, and the run can be evaluated or resumed."):
         with ui.guarded("Stopping the run"):
             jobs.stop(run_id)
             st.toast("Stop requested: the run stops after the current batch.", icon=":material/stop:")
-    if state in ui.RESUMABLE_STATES and st.button("Resume", key=f"resume_{run_id}", icon=":material/play_arrow:"):
+    if state in ui.RESUMABLE_STATES and st.button("Resume", key=f"resume_{run_id}", icon=":material/play_arrow:",
+                                                   help="Continue training from the last finished epoch."):
         new_run = None
         with ui.guarded("Resuming the run"):
             new_run = jobs.resume(run_id)
         if new_run is not None:
             st.session_state[ui.KEY_FOLLOWED_RUN] = str(new_run)
             st.rerun()
+    if state in ("running", "stopping"):
+        batch_charts(run_id, status)
     history = runs.read_history(run_id)
     # The x axis spans the planned epochs so the curves grow into it, but no more than twice the finished
     # ones (at least 10): 3 points on a 100-epoch axis would be a smudge.
@@ -259,7 +375,7 @@ def run_panel(run_id: str) -> None:
     history_charts(history, axis_epochs)
 
 
-def follow_section(summaries: list) -> None:
+def follow_section(summaries: list, labels: dict) -> None:
     st.subheader("Live run")
     if not summaries:
         st.caption("No run yet: choose the settings above and press Start training.")
@@ -272,55 +388,90 @@ def follow_section(summaries: list) -> None:
         active = [run_id for run_id in ids if states[run_id] in ui.ACTIVE_STATES]
         followed = active[0] if active else ids[0]
     # No widget key: KEY_FOLLOWED_RUN stays a plain value that Start and Resume may set at any time.
-    run_id = st.selectbox("Run to follow", ids, index=ids.index(followed))
+    run_id = st.selectbox("Run to follow", ids, index=ids.index(followed), format_func=labels.get,
+                          help="Runs are named by model, data set and start time (UTC), with their best "
+                               "validation AUC.")
     st.session_state[ui.KEY_FOLLOWED_RUN] = run_id
     active = runs.read_status(run_id).get("state") in ui.ACTIVE_STATES
 
     @st.fragment(run_every=REFRESH_SECONDS if active else None)
     def live_panel() -> None:
         with ui.guarded("Following the run"):
-            run_panel(run_id)
+            run_panel(run_id, labels.get(run_id, run_id))
 
     live_panel()
 
 
-def runs_section(summaries: list) -> None:
+def runs_table(summaries: list) -> pd.DataFrame:
+    """One row per run in words: no "epoch 0" or empty figures while a run trains."""
+    rows = []
+    for summary in summaries:
+        run_id = ui.run_id_of(summary)
+        row = ui.as_dict(summary)
+        status = {"state": row.get("state"), "epochs": row.get("epochs"), "epoch": row.get("epoch"),
+                  "message": row.get("message")}
+        try:
+            finished = stopped_runs.finished_epochs(run_id)
+            training = runs.read_config(run_id).get("training", {})
+            status = runs.read_status(run_id)
+        except (ValueError, OSError):
+            finished, training = 0, {}
+        state = row.get("state")
+        if state in ("running", "stopping"):
+            progress = f"epoch {status.get('epoch') or 1} of {status.get('epochs')}"
+        elif state == "queued":
+            progress = "waiting"
+        else:
+            progress = f"{finished} of {status.get('epochs')} epochs"
+
+        def figure(value) -> str:
+            return f"{value:.3f}" if isinstance(value, (int, float)) and value == value else "—"
+
+        rows.append({"run": run_text.run_name(summary),
+                     "state": run_text.state_text(status, finished) if state not in ui.ACTIVE_STATES
+                     else {"queued": "waiting in the queue", "stopping": "stopping"}.get(state, "training"),
+                     "progress": progress, "best val AUC": figure(row.get("best_val_auc")),
+                     "best val accuracy": figure(row.get("best_val_accuracy")),
+                     "test AUC": figure(row.get("test_auc")), "test accuracy": figure(row.get("test_accuracy")),
+                     "settings": ", ".join(f"{name} {training[name]:g}" if isinstance(training.get(name), float)
+                                           else f"{name} {training.get(name)}"
+                                           for name in ("optimizer", "learning_rate", "batch_size",
+                                                        "class_weighting") if name in training),
+                     "run id": run_id})
+    return pd.DataFrame(rows)
+
+
+def runs_section() -> None:
     st.subheader("Runs")
+    summaries = ui.list_runs()
     if not summaries:
         st.caption("No run yet.")
         return
-    rows = []
-    for summary in summaries:
-        row = ui.as_dict(summary)
-        row.pop("extra", None)
-        row.pop("path", None)
-        try:
-            training = runs.read_config(row["run_id"]).get("training", {})
-        except ValueError:
-            training = {}
-        for name in ("image_size", "epochs", "batch_size", "optimizer", "learning_rate", "class_weighting"):
-            row[f"setting {name}"] = training.get(name)
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    st.dataframe(frame, hide_index=True, column_config={
-        "best_val_auc": st.column_config.NumberColumn("best val AUC", format="%.3f"),
-        "best_val_accuracy": st.column_config.NumberColumn("best val accuracy", format="%.3f"),
-        "test_auc": st.column_config.NumberColumn("test AUC", format="%.3f"),
-        "test_accuracy": st.column_config.NumberColumn("test accuracy", format="%.3f"),
-    })
-    active = [row["run_id"] for row in rows if row.get("state") in ui.ACTIVE_STATES]
-    if len(active) > 1:
-        st.caption("Queue: " + " → ".join(f"{run_id} ({states})" for run_id, states in
-                                         ((row["run_id"], row["state"]) for row in rows if row["run_id"] in active)))
+    labels = run_text.run_labels(summaries)
+    active = any(ui.run_state_of(summary) in ui.ACTIVE_STATES for summary in summaries)
+
+    @st.fragment(run_every=REFRESH_SECONDS if active else None)
+    def live_table() -> None:
+        current = ui.list_runs()
+        current_labels = run_text.run_labels(current)
+        st.dataframe(runs_table(current), hide_index=True)
+        queue = [ui.run_id_of(summary) for summary in current if ui.run_state_of(summary) in ui.ACTIVE_STATES]
+        if len(queue) > 1:
+            st.caption("Queue: " + " → ".join(f"{current_labels[run_id]}" for run_id in queue))
+
+    with ui.guarded("Listing the runs"):
+        live_table()
 
     st.markdown("**Compare runs**")
-    ids = [row["run_id"] for row in rows]
+    ids = [ui.run_id_of(summary) for summary in summaries]
     default = [run_id for run_id in ids if run_id in st.session_state.get(ui.KEY_COMPARE_RUNS, [])] or ids[:2]
-    chosen = st.multiselect("Runs", ids, default=default, key=ui.KEY_COMPARE_RUNS)
+    chosen = st.multiselect("Runs", ids, default=default, key=ui.KEY_COMPARE_RUNS, format_func=labels.get,
+                            help="Their curves share one chart: one colour per run, solid for validation, "
+                                 "dashed for train.")
     metric = st.segmented_control("Metric", list(COMPARE_METRICS), default="auc",
                                   format_func=COMPARE_METRICS.get, key="compare_metric") or "auc"
     if chosen:
-        histories = {run_id: runs.read_history(run_id) for run_id in chosen}
+        histories = {labels[run_id]: runs.read_history(run_id) for run_id in chosen}
         frame = charts.compare_runs_frame(histories, metric)
         if frame.empty:
             st.caption("None of the chosen runs has finished an epoch yet.")
@@ -330,12 +481,13 @@ def runs_section(summaries: list) -> None:
 
 def main() -> None:
     st.title("Train")
-    start_section()
     summaries = []
     with ui.guarded("Reading the runs"):
         summaries = ui.list_runs()
-    follow_section(summaries)
-    runs_section(summaries)
+    labels = run_text.run_labels(summaries)
+    start_section(summaries, labels)
+    follow_section(summaries, labels)
+    runs_section()
 
 
 ui.run_page(main, key="train")

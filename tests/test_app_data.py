@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_app import REPO_ROOT, button, metric_values, open_page, prepare_app
+from helpers_app import REPO_ROOT, button, metric_values, open_page, prepare_app, widget
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
@@ -143,18 +143,47 @@ def test_augmentation_preview_shows_the_original_and_random_augmentations(app, t
     app.number_input[0].set_value(32)
     import_button(app).click()
     app.run()
-    # The settings chosen on the Train page in this session are the preview's starting point.
-    app.session_state["train_settings"] = {"setting_rotation_degrees": 10.0, "setting_horizontal_flip": False}
+    # The session's one TrainingConfig (kept by the Train page) is the preview's starting point.
+    from cxr.config import PRESETS
+
+    app.session_state["training_config"] = PRESETS["fast"].replace(rotation_degrees=10.0, horizontal_flip=False,
+                                                                   brightness=0.25)
     app.session_state["data_tab"] = "Augmentation preview"
     app.run()
     assert not app.exception
     assert not app.error, [error.value for error in app.error]
-    assert next(slider for slider in app.slider if slider.label == "Rotation (± degrees)").value == 10.0
-    assert next(toggle for toggle in app.toggle if toggle.label == "Horizontal flip").value is False
+    assert widget(app, "slider", "Rotation (± degrees)").value == 10.0
+    assert widget(app, "toggle", "Horizontal flip").value is False
+    # Brightness and contrast, as on the Train page.
+    assert widget(app, "slider", "Brightness (± fraction of white)").value == 0.25
+    assert widget(app, "slider", "Contrast (± fraction)").value == 0.3
     images = app.get("image")
     assert len(images) == 1
     # One st.image call with the original and its augmentations.
     assert len(images[0].proto.imgs) == 7
+    assert images[0].proto.imgs[0].caption == "original"
+
+    # The image is chosen by its file name and class, not by a number.
+    chooser = widget(app, "selectbox", "Image from train")
+    assert chooser.options[0] == "train-NORMAL-0.png (normal)"
+    assert chooser.options[-1].startswith("train-PNEUMONIA-") and chooser.options[-1].endswith(" (pneumonia)")
+    chooser.set_value(len(chooser.options) - 1)
+    app.run()
+    assert not app.error, [error.value for error in app.error]
+
+    # Strengths tried here can be kept for training: the Train page then starts from them.
+    assert button(app, "Use these augmentation settings for training").disabled  # nothing changed yet
+    widget(app, "slider", "Contrast (± fraction)").set_value(0.5)
+    app.run()
+    button(app, "Use these augmentation settings for training").click()
+    app.run()
+    assert app.session_state["training_config"].contrast == 0.5
+    assert app.session_state["training_config"].rotation_degrees == 10.0
+    app.switch_page("pages/train.py")
+    app.run()
+    assert not app.exception
+    assert widget(app, "slider", "Contrast (± fraction)").value == 0.5
+    assert widget(app, "slider", "Rotation (± degrees)").value == 10.0
 
 
 def test_augment_examples_uses_the_training_augmentation(monkeypatch):

@@ -6,7 +6,7 @@ import os
 import pytest
 from helpers_app import button, errors, import_tiny_dataset, open_page, prepare_app, widget
 
-from cxr import jobs, runs
+from cxr import jobs, live_progress, run_text, runs, stopped_runs
 from cxr.config import TrainingConfig
 
 
@@ -86,11 +86,15 @@ def test_start_follows_the_run_live_and_stop_stops_it(home, monkeypatch):
     assert started["dataset"] == "tiny"
     assert (config.epochs, config.image_size, config.model) == (3, 32, "fast")
     run_id = started["run_id"]
-    assert any(run_id in markdown.value and "running" in markdown.value for markdown in at.markdown)
+    label = run_text.run_labels(runs.list_runs())[run_id]
+    assert any(markdown.value == f"**{label}** — Training" for markdown in at.markdown)
     progress = at.get("progress")[0].proto
-    assert "Epoch 1/3" in progress.text and "batch 1/4" in progress.text and "ETA" in progress.text
+    assert progress.text == "Epoch 1 of 3 · batch 1 of 4 · about 30 s left"
     assert progress.value == 8  # a quarter of the first of three epochs: 1/12 of the run, in percent
     assert any("appear when the first epoch ends" in caption.value for caption in at.caption)
+    # Start is disabled, with the reason, while this data set's run is going.
+    assert button(at, "Start training").disabled
+    assert any("A run on tiny is going" in caption.value for caption in at.caption)
 
     # The trainer finishes an epoch: the next refresh draws the charts (loss, AUC, accuracy, learning rate).
     add_epoch(run_id, 1)
@@ -164,8 +168,8 @@ def test_run_list_estimate_and_comparison(home):
         add_epoch(run_id, 2, seconds)
     at = open_train_page()
     table = at.dataframe[0].value
-    assert set(table["run_id"]) == {first, second}
-    assert table["best_val_auc"].max() == pytest.approx(0.75)
+    assert set(table["run id"]) == {first, second}
+    assert set(table["best val AUC"]) == {"0.750"}
     # Seconds per image measured on earlier runs of the same model and size (7 train images here).
     # Earlier runs took 4 s and 6 s per epoch on the same images: the median per image gives 5 s.
     estimate = widget(at, "metric", "Estimated time per epoch")
@@ -180,10 +184,129 @@ def test_a_state_change_redraws_the_page_once_without_looping(home):
     import_tiny_dataset(home)
     run_id = fake_run(state="queued")
     at = open_train_page()
-    assert list(at.dataframe[0].value["state"]) == ["queued"]
+    assert list(at.dataframe[0].value["state"]) == ["waiting in the queue"]
     runs.write_status(run_id, state="running", epoch=1)
     at.run()  # a loop would rerun until AppTest's timeout and fail here
     assert not at.exception
-    assert list(at.dataframe[0].value["state"]) == ["running"]
-    assert any(f"**{run_id}** — state: **running**" in markdown.value for markdown in at.markdown)
+    assert list(at.dataframe[0].value["state"]) == ["training"]
+    assert any(markdown.value.endswith("— Training") for markdown in at.markdown)
     assert at.session_state[f"_panel_state_{run_id}"] == "running"
+
+
+WIDGET_KINDS = ("selectbox", "slider", "select_slider", "toggle", "number_input")
+
+
+def settings_widgets(at) -> list:
+    return [item for kind in WIDGET_KINDS for item in getattr(at, kind)
+            if item.label not in ("Run to follow",)]
+
+
+def test_every_setting_has_help_and_the_few_that_matter_are_in_view(home):
+    import_tiny_dataset(home)
+    at = open_train_page()
+    widgets = settings_widgets(at)
+    assert len(widgets) >= 22
+    assert not [item.label for item in widgets if not item.help], "controls without help text"
+    labels = {item.label for item in widgets}
+    assert {"Plateau patience (epochs)", "Early stopping patience (epochs)", "Zoom (± fraction of the size)",
+            "Width shift (± fraction of the width)", "Plateau factor (× learning rate)"} <= labels
+    # Teachable-Machine-like: four settings besides the data set and preset in view, the rest under Advanced.
+    advanced = next(item for item in at.expander if item.label == "Advanced settings")
+    inside = {item.label for kind in WIDGET_KINDS for item in getattr(advanced, kind)}
+    assert {"Model", "Epochs", "Batch size", "Learning rate", "Preset", "Data set"}.isdisjoint(inside)
+    assert {"Optimizer", "Schedule", "Dropout rate (fraction)", "Rotation (± degrees)", "Seed"} <= inside
+    assert any(caption.value.startswith("Advanced: adam, cosine schedule") for caption in at.caption)
+
+
+def test_settings_that_do_not_apply_are_disabled(home):
+    import_tiny_dataset(home)
+    at = open_train_page()  # the fast preset: cosine schedule, early stopping on
+    assert widget(at, "selectbox", "Schedule").value == "cosine"
+    assert widget(at, "slider", "Plateau patience (epochs)").disabled
+    assert widget(at, "slider", "Plateau factor (× learning rate)").disabled
+    assert not widget(at, "select_slider", "Minimum learning rate").disabled
+    assert not widget(at, "slider", "Early stopping patience (epochs)").disabled
+    widget(at, "selectbox", "Schedule").set_value("plateau")
+    widget(at, "toggle", "Early stopping").set_value(False)
+    at.run()
+    assert not widget(at, "slider", "Plateau patience (epochs)").disabled
+    assert widget(at, "slider", "Early stopping patience (epochs)").disabled
+    widget(at, "selectbox", "Schedule").set_value("constant")
+    at.run()
+    assert widget(at, "select_slider", "Minimum learning rate").disabled
+    # The session holds the settings as one TrainingConfig (the Data page's preview reads it).
+    config = at.session_state["training_config"]
+    assert (config.schedule, config.early_stopping, config.image_size) == ("constant", False, 32)
+
+
+def test_runs_are_chosen_by_readable_names_with_their_best_validation_auc(home):
+    import_tiny_dataset(home)
+    run_id = fake_run(state="finished")
+    add_epoch(run_id, 1)
+    add_epoch(run_id, 2)
+    at = open_train_page()
+    follow = widget(at, "selectbox", "Run to follow")
+    assert follow.value == run_id
+    assert follow.options == [run_text.run_labels(runs.list_runs())[run_id]]
+    assert follow.options[0].startswith("fast on tiny, ") and follow.options[0].endswith("· best validation AUC 0.750")
+    assert widget(at, "multiselect", "Runs").options == follow.options
+
+
+def test_a_training_run_shows_batch_curves_a_measuring_eta_and_a_live_table_without_empty_figures(home):
+    import_tiny_dataset(home)
+    run_id = fake_run(state="running", epoch=1, batch=3, batches=10, eta_seconds=None)
+    log = live_progress.BatchLog(runs.run_path(run_id))
+    for batch in (1, 2, 3):
+        log.add(1, batch, {"loss": 0.9 - 0.1 * batch, "accuracy": 0.5 + 0.05 * batch}, 0.2 * batch)
+    log.flush()
+    at = open_train_page()
+    assert not errors(at), errors(at)
+    progress = at.get("progress")[0].proto
+    assert progress.text == "Epoch 1 of 3 · batch 3 of 10 · time left: measuring the first batches"
+    titles = [chart.proto.spec for chart in at.get("vega_lite_chart")]
+    assert sum("in this epoch, batch by batch" in spec for spec in titles) == 2
+    row = at.dataframe[0].value.iloc[0]
+    assert (row["state"], row["progress"], row["best val AUC"], row["test AUC"]) == \
+        ("training", "epoch 1 of 3", "—", "—")
+    assert "None" not in at.dataframe[0].value.astype(str).to_numpy().ravel().tolist()
+
+
+def test_a_stopped_run_reads_plainly_and_is_evaluated_for_use(home, monkeypatch):
+    import_tiny_dataset(home)
+    run_id = fake_run(state="stopped", epochs=5, epoch=3, batch=2, batches=4, stop_reason="user",
+                      message="Stopped by you after epoch 2 of 5; resume it to continue, or evaluate it as it is")
+    path = runs.run_path(run_id)
+    (path / runs.CHECKPOINT_FILE).write_bytes(b"checkpoint")
+    runs.atomic_write_json(path / runs.CHECKPOINT_INFO_FILE, {"epoch": 2, "best_epoch": 2, "best_value": 0.81})
+    for epoch in (1, 2):
+        add_epoch(run_id, epoch)
+    finalized = []
+
+    def finalize(run, **_):  # the real one loads TensorFlow; its own tests cover it
+        finalized.append(run)
+        (path / runs.MODEL_FILE).write_bytes(b"model")
+        runs.atomic_write_json(path / runs.METRICS_FILE, {"threshold": 0.4})
+        runs.write_status(path, finalized_after_epoch=2, finalized_epoch=2)
+        return {"threshold": 0.4}
+
+    monkeypatch.setattr(stopped_runs, "finalize_stopped_run", finalize)
+    at = open_train_page()
+    assert not errors(at), errors(at)
+    progress = at.get("progress")[0].proto
+    assert progress.text == "Stopped by you after epoch 2 of 5"
+    assert progress.value == 40  # the finished epochs, not frozen in the middle of epoch 3
+    assert any("epoch 2, validation AUC 0.810" in info.value for info in at.info)
+    assert not ui_lists_it(at, run_id)
+    button(at, "Evaluate and use this run").click()
+    at.run()
+    assert not errors(at), errors(at)
+    assert finalized == [run_id]
+    assert any("Evaluated with the weights of epoch 2" in success.value for success in at.success)
+    assert ui_lists_it(at, run_id)  # offered on Predict
+    assert [item.label for item in at.button if item.label == "Resume"] == ["Resume"]
+
+
+def ui_lists_it(at, run_id) -> bool:
+    import app_components as ui
+
+    return run_id in ui.finished_runs_with_model()
