@@ -14,6 +14,9 @@ Models:
 - ``"seed"``: the tutorial's VGG-like network, layer for layer (4,310,081 parameters at 150x150x1).
 - ``"fast"``: a small depthwise-separable network for two CPU cores (see ``build_fast``).
 - ``"fast_wide"``: the same with 1.5x the filters (width 24), a candidate of the recipe benchmark.
+- ``"fast_norm"``: "fast" after a per-image percentile stretch (``cxr.layers.IntensityNormalization``,
+  a registered custom layer: ``register_layers()`` must run before such a file is loaded; the loaders
+  in ``cxr.predict`` and ``cxr.training`` do that).
 - ``"mobilenet_v3_small"``, ``"efficientnet_b0"``: ``keras.applications`` backbones (ImageNet
   weights when they can be downloaded; ``weights=None`` for a random start).
 - ``"efficientnet_lite0"``: EfficientNet-Lite0 with ImageNet weights read offline from the
@@ -82,7 +85,7 @@ def build_seed(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2):
 
 
 def build_fast(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2, width: int = 16,
-               blocks: tuple[int, ...] = (2, 4, 8, 8), name: str = "fast"):
+               blocks: tuple[int, ...] = (2, 4, 8, 8), name: str = "fast", normalisation: str | None = None):
     """A small network for two CPU cores.
 
     Why it is cheap: a strided 3x3 stem and a max pool bring 150 px down to 38 px before any wide
@@ -91,6 +94,8 @@ def build_fast(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2, wi
     of the seed's 2 M-parameter Flatten·Dense. About 1/30 of the seed's multiply-adds at 150 px.
 
     ``width`` is the stem's filter count; stage ``i`` has ``width * blocks[i]`` filters.
+    ``normalisation``: None, or a ``cxr.layers.IntensityNormalization`` mode ("percentile", "equalise")
+    applied to each image first (layer ``"intensity_normalization"``).
     Input: (n, h, w, 1) pixel values 0–255. Output: (n, 1) P(pneumonia).
     """
     import keras
@@ -100,11 +105,36 @@ def build_fast(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2, wi
     if not isinstance(width, int) or width < 4:
         raise CxrError(f"width must be an integer of at least 4; received {width!r}.")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
-    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = _normalised(inputs, normalisation)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(x)
     x = _fast_trunk(x, width=width, blocks=blocks)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = _head(x, dropout_rate)
     return keras.Model(inputs, outputs, name=name)
+
+
+NORMALIZATION_LAYER = "intensity_normalization"
+
+
+def register_layers() -> None:
+    """Register cxr's custom layers with Keras (imports Keras); call before loading a ``model.keras``."""
+    import cxr.layers  # noqa: F401  (registration happens on import)
+
+
+def _normalised(inputs, normalisation: str | None, *, low: float = 1.0, high: float = 99.0):
+    """``inputs`` through ``IntensityNormalization(normalisation)``, or unchanged when it is None."""
+    if normalisation is None:
+        return inputs
+    from cxr.layers import IntensityNormalization
+
+    return IntensityNormalization(normalisation, low=low, high=high, name=NORMALIZATION_LAYER)(inputs)
+
+
+def build_fast_norm(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2):
+    """``build_fast`` after a per-image percentile stretch (1st-99th percentile to 0-255), so exposure,
+    contrast and background level reach the network normalised. Same size and speed as "fast" plus one
+    sort per image."""
+    return build_fast(input_shape, dropout_rate=dropout_rate, name="fast_norm", normalisation="percentile")
 
 
 def _fast_trunk(x, *, width: int, blocks: tuple[int, ...], prefix: str = ""):
@@ -241,8 +271,20 @@ def average_fast_models(members: list, *, name: str = "fast_ensemble", mirror: b
         raise CxrError(f"Ensemble members must take the same input shape; received {sorted(shapes)}.")
     input_shape = shapes.pop()
     _check_input_shape(input_shape)
+    normalisers = []
+    for member in members:
+        try:
+            normalisers.append(member.get_layer(NORMALIZATION_LAYER).get_config())
+        except ValueError:
+            normalisers.append(None)
+    if len({repr(config and (config["mode"], config["low"], config["high"])) for config in normalisers}) != 1:
+        raise CxrError("Ensemble members must share the same intensity normalisation (all 'fast' or all "
+                       "'fast_norm'); received a mix.")
     inputs = keras.Input(shape=input_shape, name="image")
-    scaled = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    config = normalisers[0]
+    normalised = (inputs if config is None
+                  else _normalised(inputs, config["mode"], low=config["low"], high=config["high"]))
+    scaled = layers.Rescaling(1.0 / 255, name="rescale")(normalised)
     feature_maps = []
     for index, member in enumerate(members, start=1):
         try:
@@ -305,6 +347,7 @@ MODEL_BUILDERS: dict[str, Callable] = {
     "seed": build_seed,
     "fast": build_fast,
     "fast_wide": build_fast_wide,
+    "fast_norm": build_fast_norm,
     "mobilenet_v3_small": build_mobilenet_v3_small,
     "efficientnet_b0": build_efficientnet_b0,
     "efficientnet_lite0": build_efficientnet_lite0,
@@ -314,6 +357,7 @@ MODEL_DESCRIPTIONS = {
     "seed": "the tutorial's VGG-like network (4.3 M parameters, slow on a CPU)",
     "fast": "a small depthwise-separable network for CPUs",
     "fast_wide": "the fast network with 1.5x the filters (about 2.2x the compute)",
+    "fast_norm": "the fast network after a per-image intensity normalisation (percentile stretch)",
     "mobilenet_v3_small": "MobileNetV3Small, ImageNet weights (transfer learning)",
     "efficientnet_b0": "EfficientNetB0, ImageNet weights (transfer learning)",
     "efficientnet_lite0": "EfficientNet-Lite0, ImageNet weights from an offline package (transfer learning)",

@@ -157,6 +157,9 @@ def load_model_file(path) -> Any:
         )
     import keras
 
+    from cxr.models import register_layers
+
+    register_layers()  # cxr's own registered layers (e.g. fast_norm's normalisation); no code in the file
     try:
         model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as error:  # Keras raises ValueError/TypeError/KeyError/OSError depending on the damage

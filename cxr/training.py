@@ -689,6 +689,9 @@ def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chie
     with strategy.scope():
         if checkpoint_state:
             initial_epoch = int(checkpoint_state["epoch"])
+            from cxr.models import register_layers
+
+            register_layers()
             model = keras.models.load_model(run_dir / runs.CHECKPOINT_FILE, safe_mode=True)
         else:
             model = _build_compiled_model(config, steps_per_epoch)
