@@ -27,6 +27,9 @@ ZOOM_RANGE = (0.0, 0.9)
 SHIFT_RANGE = (0.0, 0.5)
 BRIGHTNESS_RANGE = (0.0, 0.9)  # beyond ±0.9·255 every image is black or white
 CONTRAST_RANGE = (0.0, 0.9)  # beyond 1 ± 0.9 an image is flat or saturated
+PHOTOMETRIC_RANGE = (0.0, 1.0)  # 1 = the strongest changes of cxr.photometric (gamma 0.58-1.73, ...)
+RANDOM_CROP_RANGE = (0.0, 0.8)  # beyond 80 % of the area removed the lungs may be cut away
+LABEL_SMOOTHING_RANGE = (0.0, 0.4)
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 SCHEDULES = ("constant", "plateau", "cosine")
@@ -131,6 +134,9 @@ class TrainingConfig(_Settings):
     horizontal_flip: bool = True  # tutorial (hearts are on the left, but it helped there)
     brightness: float = 0.0  # ± fraction of 255 added to all pixels; 0 = off (the tutorial has none)
     contrast: float = 0.0  # contrast scaled by 1 ± this around each image's mean; 0 = off (tutorial: none)
+    photometric: float = 0.0  # gamma, blur/sharpen, noise, background level at random strengths up to this; 0 = off
+    random_crop: float = 0.0  # random resized crops removing up to this fraction of the area; 0 = off
+    label_smoothing: float = 0.0  # targets 0/1 become s/2 and 1 - s/2: less confident on the easy shortcut
     validation_fraction: float = 0.10  # carved from train by patient, see DataConfig
     seed: int | None = 42  # deterministic on the CPU when set; None for a fresh random start
     strategy: str = "default"  # tf.distribute strategy: default, mirrored, multi-worker
@@ -157,6 +163,9 @@ class TrainingConfig(_Settings):
         check_range("height_shift", self.height_shift, SHIFT_RANGE)
         check_range("brightness", self.brightness, BRIGHTNESS_RANGE)
         check_range("contrast", self.contrast, CONTRAST_RANGE)
+        check_range("photometric", self.photometric, PHOTOMETRIC_RANGE)
+        check_range("random_crop", self.random_crop, RANDOM_CROP_RANGE)
+        check_range("label_smoothing", self.label_smoothing, LABEL_SMOOTHING_RANGE)
         check_range("validation_fraction", self.validation_fraction, VALIDATION_FRACTION_RANGE)
         if self.seed is not None:
             check_range("seed", self.seed, (0, 2**31 - 1), integer=True)

@@ -46,7 +46,10 @@ class IntensityNormalization(keras.layers.Layer):
         import tensorflow as tf
 
         shape = ops.shape(inputs)
-        flat = ops.reshape(ops.cast(inputs, "float32"), (shape[0], -1))
+        pixels = 1
+        for size in inputs.shape[1:]:  # static: the percentile positions are fixed at graph-building time
+            pixels *= int(size)
+        flat = ops.reshape(ops.cast(inputs, "float32"), (-1, pixels))
         if self.mode == "percentile":
             ordered = ops.sort(flat, axis=-1)
             lows = self._percentile(ordered, self.low / 100.0)
@@ -55,7 +58,7 @@ class IntensityNormalization(keras.layers.Layer):
             return ops.reshape(ops.clip(stretched, 0.0, 255.0), shape)
         levels = tf.cast(tf.clip_by_value(tf.round(flat), 0.0, 255.0), tf.int32)
         counts = tf.math.bincount(levels, minlength=256, maxlength=256, axis=-1, dtype=tf.float32)
-        cdf = tf.cumsum(counts, axis=-1) / tf.cast(tf.shape(flat)[-1], tf.float32)
+        cdf = tf.cumsum(counts, axis=-1) / float(pixels)
         equalised = tf.gather(cdf, levels, batch_dims=1) * 255.0
         return tf.reshape(equalised, shape)
 

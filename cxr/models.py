@@ -380,10 +380,11 @@ def build_model(name: str, input_shape=DEFAULT_INPUT_SHAPE, **settings: Any):
     return MODEL_BUILDERS[name](input_shape, **settings)
 
 
-def compile_model(model, *, optimizer: str = "rmsprop", learning_rate=1e-3) -> None:
+def compile_model(model, *, optimizer: str = "rmsprop", learning_rate=1e-3, label_smoothing: float = 0.0) -> None:
     """Compile ``model`` with binary cross-entropy and the metrics the run history records.
 
-    ``learning_rate`` is a float or a ``keras.optimizers.schedules.LearningRateSchedule``.
+    ``learning_rate`` is a float or a ``keras.optimizers.schedules.LearningRateSchedule``;
+    ``label_smoothing`` in [0, 1) moves the targets to ``s/2`` and ``1 - s/2``.
     """
     import keras
 
@@ -392,7 +393,7 @@ def compile_model(model, *, optimizer: str = "rmsprop", learning_rate=1e-3) -> N
     if optimizer not in optimizers:
         raise CxrError(f"Unknown optimizer {optimizer!r}; choose one of {', '.join(optimizers)}.")
     model.compile(optimizer=optimizers[optimizer](learning_rate=learning_rate),
-                  loss="binary_crossentropy",
+                  loss=keras.losses.BinaryCrossentropy(label_smoothing=float(label_smoothing)),
                   metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")])
 
 

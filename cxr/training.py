@@ -222,6 +222,16 @@ def build_augmentation(config: TrainingConfig):
     if contrast > 0:
         steps.append(layers.RandomContrast(contrast, value_range=(0, 255),
                                            seed=None if seed is None else seed + 5))
+    # Acquisition changes that are not affine (cxr.photometric): a contrast curve, sharpness, noise, the
+    # background level; and random resized crops. getattr as above.
+    photometric, random_crop = getattr(config, "photometric", 0.0), getattr(config, "random_crop", 0.0)
+    if photometric > 0 or random_crop > 0:
+        from cxr.photometric import RandomPhotometric, RandomResizedCrop
+
+        if random_crop > 0:
+            steps.insert(0, RandomResizedCrop(random_crop, seed=None if seed is None else seed + 6))
+        if photometric > 0:
+            steps.append(RandomPhotometric(photometric, seed=None if seed is None else seed + 7))
     return keras.Sequential(steps, name="augmentation") if steps else None
 
 
@@ -512,7 +522,8 @@ def _build_compiled_model(config: TrainingConfig, steps_per_epoch: int):
         alpha = min(1.0, config.min_learning_rate / config.learning_rate)
         learning_rate = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=max(1, config.epochs * steps_per_epoch), alpha=alpha)
-    compile_model(model, optimizer=config.optimizer, learning_rate=learning_rate)
+    compile_model(model, optimizer=config.optimizer, learning_rate=learning_rate,
+                  label_smoothing=getattr(config, "label_smoothing", 0.0))
     return model
 
 

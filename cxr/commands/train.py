@@ -23,7 +23,8 @@ FLAGS = {
     "rotation": "rotation_degrees", "zoom": "zoom", "width_shift": "width_shift",
     "height_shift": "height_shift", "validation_fraction": "validation_fraction", "strategy": "strategy",
     "max_batches": "max_batches_per_epoch", "weights": "weights", "brightness": "brightness",
-    "contrast": "contrast",
+    "contrast": "contrast", "photometric": "photometric", "random_crop": "random_crop",
+    "label_smoothing": "label_smoothing",
 }
 
 
@@ -59,6 +60,12 @@ def register(subparsers) -> None:
                         help="augmentation: ± fraction of full white added to every pixel (0 = off)")
     parser.add_argument("--contrast", type=float,
                         help="augmentation: contrast scaled by 1 ± this around the image mean (0 = off)")
+    parser.add_argument("--photometric", type=float,
+                        help="augmentation: gamma, blur/sharpen, noise, background level at random strengths "
+                             "up to this (0-1; 0 = off)")
+    parser.add_argument("--random-crop", type=float,
+                        help="augmentation: random resized crops removing up to this fraction of the area (0 = off)")
+    parser.add_argument("--label-smoothing", type=float, help="targets 0/1 become s/2 and 1 - s/2 (0 = off)")
     parser.add_argument("--no-augmentation", action="store_true", help="turn every augmentation off")
     parser.add_argument("--validation-fraction", type=float)
     parser.add_argument("--seed", type=_seed, default=argparse.SUPPRESS, help="integer, or 'none' for random")
@@ -86,7 +93,7 @@ def config_from_args(args: argparse.Namespace, image_size: int | None) -> settin
         overrides["horizontal_flip"] = args.horizontal_flip
     if args.no_augmentation:
         overrides.update(rotation_degrees=0.0, zoom=0.0, width_shift=0.0, height_shift=0.0,
-                         horizontal_flip=False, brightness=0.0, contrast=0.0)
+                         horizontal_flip=False, brightness=0.0, contrast=0.0, photometric=0.0, random_crop=0.0)
     if hasattr(args, "seed"):
         overrides["seed"] = args.seed
     return settings.preset(args.preset, **overrides)
