@@ -110,10 +110,12 @@ def test_misclassified_images_with_heat_maps(home, monkeypatch):
     import_tiny_dataset(home)
     run_id = make_run("finished")
     write_evaluation(run_id)
+    calls = []
 
     class FakePredictor:
         def predict(self, sources, *, names=None, explain=None):
-            assert explain == "gradcam"
+            calls.append({"sources": [np.array(source) for source in sources], "names": list(names),
+                          "explain": explain})
             return [PredictionResult(name=name, probability=0.5, label="normal", threshold=0.5, image=image,
                                      heatmap=np.ones(image.shape, np.float32)) for image, name in zip(sources, names,
                                                                                                       strict=True)]
@@ -121,12 +123,22 @@ def test_misclassified_images_with_heat_maps(home, monkeypatch):
     monkeypatch.setattr(ui, "load_predictor", lambda choice, version: FakePredictor())
     at = open_evaluate_page()
     assert any("2 misclassified at 0.50" in caption.value for caption in at.caption)
-    images = at.get("image")
-    assert len(images) == 2
+    plain = [item.proto.imgs[0].url for item in at.get("image")]
+    assert len(plain) == 2 and not calls  # no model is loaded until heat maps are asked for
     next(toggle for toggle in at.toggle if toggle.label == "Heat maps (Grad-CAM)").set_value(True)
     at.run()
     assert not [error.value for error in at.error]
-    assert len(at.get("image")) == 2
+    # Grad-CAM ran once, on exactly the two misclassified test images (#3: normal at 0.6, #4: pneumonia at 0.4).
+    assert len(calls) == 1 and calls[0]["explain"] == "gradcam"
+    assert sorted(calls[0]["names"]) == ["#3", "#4"]
+    from cxr.datasets import load_dataset
+
+    test_images = load_dataset("tiny").images("test")
+    for name, source in zip(calls[0]["names"], calls[0]["sources"], strict=True):
+        np.testing.assert_array_equal(source, test_images[int(name[1:])])
+    # Every picture shown is now the overlay, not the plain image shown before.
+    overlays = [item.proto.imgs[0].url for item in at.get("image")]
+    assert len(overlays) == 2 and not set(overlays) & set(plain)
 
 
 def test_a_run_finalized_by_the_real_evaluation_renders(home):
