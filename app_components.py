@@ -41,6 +41,7 @@ KEY_SHOW_ANYWAY = "predict_show_anyway_"  # + result index: show an outside imag
 KEY_COMPARE_RUNS = "compare_runs"  # runs chosen for the comparison chart
 KEY_TRAINING_CONFIG = "training_config"  # the Train page's settings as one TrainingConfig (Data's preview reads it)
 KEY_PRESET_CHOICE = "preset_choice"  # the preset chosen on Train, kept while its widget is not drawn
+KEY_LIMITER = "session_limiter"  # this session's cxr.session_limits.SessionLimiter (demo limits)
 SETTING_KEY_PREFIX = "setting_"  # Train page widgets: "setting_<TrainingConfig field>"
 
 DEFAULT_MODEL = "default"  # the Predict page's name for the bundled model
@@ -133,15 +134,21 @@ def page_entry(key: str) -> PageEntry:
 
 
 def available_pages() -> tuple[str, ...]:
-    """Keys of the pages this server offers, in menu order. Every page here; a restricted mode of the server
-    returns fewer, and the menu and :func:`page_refusal` follow it."""
-    return tuple(entry.key for entry in PAGES)
+    """Keys of the pages this server offers, in menu order: every page, less Data and Train on a public demo
+    (``CXR_MODE=demo``); the menu and :func:`page_refusal` follow it."""
+    refused = DEMO_REFUSED_PAGES if demo_mode() else ()
+    return tuple(entry.key for entry in PAGES if entry.key not in refused)
 
 
 def page_refusal(key: str) -> str | None:
     """Why page ``key`` is refused on this server (shown instead of it, also to a direct link), or ``None``."""
     if key in available_pages():
         return None
+    if key in DEMO_REFUSED_PAGES and demo_mode():
+        return (f"**The {page_entry(key).label} page is not available on this public demo.** This server only "
+                "predicts with its ready models: it does not import data sets or train models, and it keeps "
+                "nothing you upload. To train your own model, run the app on your own computer (see the "
+                "project's README).")
     return f"The {page_entry(key).label} page is not available on this server."
 
 
@@ -151,6 +158,7 @@ def menu(current: str) -> None:
         for key in available_pages():
             entry = page_entry(key)
             st.page_link(entry.path, label=entry.label, icon=entry.icon)
+    demo_sidebar()
 
 
 def link_to(key: str, label: str | None = None) -> None:
@@ -218,10 +226,14 @@ def run_state_of(summary: Any) -> str:
 
 
 def list_runs() -> list[Any]:
-    """All runs (``cxr.runs.RunSummary``), newest first."""
+    """All runs (``cxr.runs.RunSummary``), newest first; on a demo server only those of ``CXR_DEMO_MODELS``."""
     from cxr import runs
 
-    return list(runs.list_runs())
+    found = list(runs.list_runs())
+    settings = deployment()
+    if settings.demo:
+        found = [summary for summary in found if run_id_of(summary) in settings.demo_models]
+    return found
 
 
 def list_dataset_names() -> list[str]:
@@ -387,7 +399,8 @@ def load_dataset(name: str, version: int):
     from cxr import datasets
 
     del version
-    return datasets.load_dataset(name)
+    # A demo writes nothing: a damaged cache is reported, not re-imported.
+    return datasets.load_dataset(name, repair=not demo_mode())
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -468,3 +481,103 @@ def augment_examples(image: Any, config: Any, *, count: int, seed: int) -> list:
     batch = np.repeat(pixels[None, :, :, None], count, axis=0).astype("float32")
     augmented = np.asarray(augmentation(batch, training=True))
     return [np.clip(np.rint(one[..., 0]), 0, 255).astype(np.uint8) for one in augmented]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Deployment: public demo mode, per-session limits, the audit log (cxr.deployment, cxr.session_limits, cxr.audit).
+
+DEMO_REFUSED_PAGES = ("data", "train")  # absent from the demo's menu; their pages refuse direct links
+
+
+def deployment():
+    """The deployment the environment describes (``cxr.deployment.Deployment``), read on every call. A bad
+    setting stops the page with its message: a typo in ``CXR_MODE=demo`` must not open the full app to
+    strangers."""
+    from cxr import deployment as deployment_settings
+    from cxr.errors import DeploymentError
+
+    try:
+        return deployment_settings.from_environment()
+    except DeploymentError as error:
+        LOGGER.error("Invalid deployment setting: %s", error)
+        st.error(f"This server is misconfigured and serves no page until its operator fixes it: {error}",
+                 icon=":material/error:")
+        st.stop()
+
+
+def demo_mode() -> bool:
+    """Whether this server is a public demo (``CXR_MODE=demo``)."""
+    return deployment().demo
+
+
+def demo_sidebar() -> None:
+    """On a demo server, say so in the sidebar: what it does, what it does not do, this session's limits."""
+    settings = deployment()
+    if not settings.demo:
+        return
+    with st.sidebar:
+        st.info("**Public demo.** Try the ready models on your own chest X-rays. This demo does not train models "
+                "or import data sets, and it writes nothing you upload to disk: results live in this browser "
+                "tab until you close it (download them as CSV).", icon=":material/public:")
+        summary = session_limiter().summary()
+        if summary:
+            st.caption(summary)
+
+
+def session_limiter():
+    """This session's ``SessionLimiter`` (no limits in full mode). Made again when the limits change."""
+    from cxr.session_limits import SessionLimiter
+
+    limits = deployment().session_limits
+    limiter = st.session_state.get(KEY_LIMITER)
+    if limiter is None or limiter.limits != limits:
+        limiter = SessionLimiter(limits)
+        st.session_state[KEY_LIMITER] = limiter
+    return limiter
+
+
+def admit_prediction(contents: list[bytes], explain_method: str | None) -> bool:
+    """Whether this session may predict the images ``contents`` (their bytes) with ``explain_method`` now;
+    counts them when it may, shows the limit's message when it may not. Call it right before the model runs."""
+    decision = session_limiter().admit([len(data) for data in contents], explain=explain_method)
+    if not decision.allowed:
+        st.warning(decision.message, icon=":material/hourglass_top:")
+    return decision.allowed
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _model_file_sha256(path: str, version: float) -> str:
+    from cxr import audit
+
+    del version
+    return audit.file_sha256(path)
+
+
+def model_file_version(choice: str) -> str:
+    """The first 16 hex digits of the SHA-256 of the model file behind ``choice`` (the audit log's model version;
+    computed once per file and modification time)."""
+    if choice == DEFAULT_MODEL:
+        path = paths.BUNDLED_MODEL_DIR / "model.keras"
+    else:
+        from cxr import runs
+
+        path = Path(runs.run_path(choice)) / "model.keras"
+    return _model_file_sha256(str(path), model_version(choice))[:16]
+
+
+def audit_predictions(choice: str, contents: list[bytes], results: list) -> None:
+    """One audit line per result when ``CXR_AUDIT_LOG`` is set (any mode). ``contents[i]`` are the bytes behind
+    ``results[i]``. A log that cannot be written is reported (server log and page) but hides no result."""
+    from cxr import audit
+
+    log = audit.AuditLog.from_settings(deployment().audit)
+    if log is None:
+        return
+    try:
+        version = model_file_version(choice)
+        log.write([audit.record_of(result, data, model_id=choice, model_version=version)
+                   for data, result in zip(contents, results, strict=True)])
+    except (OSError, ValueError) as error:
+        LOGGER.error("Writing the audit log %s failed", log.path, exc_info=error)
+        st.warning("These predictions could not be recorded in the server's audit log; the operator can see why "
+                   "in the server log.", icon=":material/warning:")

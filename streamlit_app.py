@@ -34,10 +34,10 @@ def state_at_a_glance() -> None:
     else:
         training_column.metric("Training", "idle", border=True, help="No run is queued or running.")
 
-    if not datasets:
+    if not datasets and "data" in ui.available_pages():
         st.info("No data set yet. Start on the **Data** page: import a folder on the server, a `.zip` or a "
                 "MedMNIST-style `.npz`.")
-    if not default_model and not finished:
+    if not default_model and not finished and "train" in ui.available_pages():
         st.warning("No model is available yet: the bundled default model is missing and no training run has "
                    "finished. Train one on the **Train** page to use Evaluate and Predict.")
 

@@ -105,10 +105,14 @@ def predict_sources(choice: str, sources: list[Source], explain_method: str) -> 
     predictor = load_predictor_or_error(choice)
     if predictor is None:
         return None
+    contents = [source.data for source in sources]
+    if not ui.admit_prediction(contents, explain_method):  # demo limits: refused before the model runs
+        return None
     started = time.perf_counter()
     with st.spinner(f"Predicting {len(sources)} image(s)…"):
-        results = predictor.predict([source.data for source in sources], names=[source.name for source in sources],
+        results = predictor.predict(contents, names=[source.name for source in sources],
                                     explain=None if explain_method == "none" else explain_method)
+    ui.audit_predictions(choice, contents, results)
     entry = {"signature": signature, "results": list(results), "seconds": time.perf_counter() - started}
     st.session_state[ui.KEY_PREDICTIONS] = entry
     return entry
