@@ -79,13 +79,15 @@ def _dataset_description(dataset_name: str | None, dataset_path: str | None = No
 
 
 def build_model_card(
-    metrics: dict[str, Any], *, config: dict | None = None, run_id: str | None = None, dataset: dict | None = None
+    metrics: dict[str, Any], *, config: dict | None = None, run_id: str | None = None, dataset: dict | None = None,
+    population: dict | None = None,
 ) -> dict[str, Any]:
     """The model card as a JSON-ready dict.
 
     ``metrics``: a run's ``metrics.json`` (from ``finalize_run``); ``config``: its ``config.json``
     (``{"dataset", "training", ...}``) or ``None``; ``dataset``: ``{"name", "source", "splits": {split:
-    {class: count}}}`` or ``None`` to look the data set named in ``config`` up.
+    {class: count}}}`` or ``None`` to look the data set named in ``config`` up. ``population``: the
+    run's ``population.json`` (the population detector), ``None`` when it has none.
     """
     config = config or {}
     training = dict(config.get("training") or {})
@@ -161,6 +163,7 @@ def build_model_card(
             *LIMITATIONS[1:],
         ],
         "notes": list(metrics.get("notes") or []),
+        "population": population,
     }
 
 
@@ -283,6 +286,10 @@ def render_markdown(card: dict[str, Any]) -> str:
         "## Limitations",
     ]
     lines += [f"- {item}" for item in card["limitations"]]
+    if card.get("population"):
+        from cxr.population_detector import card_lines
+
+        lines += ["", "## Population check", *card_lines(card["population"])]
     if card.get("notes"):
         lines += ["", "## Notes"] + [f"- {note}" for note in card["notes"]]
     return "\n".join(lines) + "\n"
@@ -299,7 +306,8 @@ def write_model_card(run_dir, metrics: dict[str, Any], *, config: dict | None = 
     run_dir = Path(run_dir)
     if config is None:
         config = _load_json(run_dir / "config.json")
-    card = build_model_card(metrics, config=config, run_id=run_dir.name)
+    card = build_model_card(metrics, config=config, run_id=run_dir.name,
+                            population=_load_json(run_dir / "population.json"))
     markdown_path, json_path = run_dir / "model_card.md", run_dir / "model_card.json"
     write_json_atomic(json_path, card)
     write_text_atomic(markdown_path, render_markdown(card))

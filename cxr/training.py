@@ -600,6 +600,13 @@ def finish_run(run_dir: Path, model, arrays: dict, batch_size: int) -> dict:
         temporary.unlink(missing_ok=True)  # a partial file (full disk) must not stay behind
         raise
     os.replace(temporary, run_dir / runs.MODEL_FILE)
+    from cxr.population_detector import fit_for_run
+
+    try:
+        dataset_name = runs.read_config(run_dir).get("dataset")
+    except (CxrError, OSError):
+        dataset_name = None
+    fit_for_run(run_dir, arrays, model, dataset=dataset_name)
     results, logits = {}, {}
     for split in ("val", "test"):
         if split in arrays:

@@ -42,6 +42,16 @@ def test_run_directory_is_complete_and_valid():
     assert model.predict(images, verbose=0).shape == (3, 1)
     if training.tensorboard_available():
         assert any((run_dir / runs.TENSORBOARD_DIR).rglob("events.out.tfevents.*"))
+    # The population detector: fitted on train at the model's input size, described in the model card.
+    from cxr import lite0
+
+    population = json.loads((run_dir / "population.json").read_text())
+    if lite0.available():
+        assert population["num_fit"] == len(training.training_arrays(dataset, config)["train"][0])
+        assert population["image_size"] == config.image_size and (run_dir / "population.npz").is_file()
+    else:
+        assert "not installed" in population["skipped"]
+    assert "## Population check" in (run_dir / "model_card.md").read_text()
     # Nothing half-written is left behind.
     assert not list(run_dir.glob(".*tmp*"))
 

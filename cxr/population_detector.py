@@ -1,0 +1,327 @@
+"""The pixel half of the population check: does an image look like the model's training images?
+
+A detector is fitted on the training split only: pooled features of a pretrained network
+(``"efficientnet_lite0"``: ImageNet EfficientNet-Lite0, ``cxr.lite0``) or of the classifier itself
+(``"classifier"``: the input of its ``logit`` layer), their mean and a shrinkage covariance
+(scikit-learn ``LedoitWolf``). An image's score is its Mahalanobis distance from that mean; the
+threshold is a high percentile (default 99th) of the distances of held-out training images (the
+patient-grouped validation split, never the test split), so about 1 % of images like the training
+images are flagged by construction.
+
+Files (in a run directory or a model folder): ``population.npz`` (``mean (d,)``, ``precision (d, d)``,
+``heldout_scores (m,)`` sorted; float32) and ``population.json`` (everything else: feature extractor,
+input size, threshold, what it was fitted on, measured rates).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxr.errors import ModelFileError
+from cxr.population import DEFAULT_POPULATION, PEDIATRIC_AGES
+
+NPZ_FILE = "population.npz"
+JSON_FILE = "population.json"
+VERSION = 1
+LITE0 = "efficientnet_lite0"
+CLASSIFIER = "classifier"
+EXTRACTORS = (LITE0, CLASSIFIER)
+DEFAULT_PERCENTILE = 99.0
+BATCH_SIZE = 32
+
+
+@dataclass
+class PopulationDetector:
+    """A fitted detector. ``score(features)`` -> distances; ``image_scores(images, model)`` from pixels.
+
+    ``extractor``: "efficientnet_lite0" or "classifier"; ``image_size``: the side the extractor sees.
+    ``mean (d,)``, ``precision (d, d)`` float32; ``threshold``: flag when score > threshold.
+    ``heldout_scores (m,)``: sorted distances of the held-out training images (for percentiles).
+    ``info``: the JSON side (fitted_on, rates, population, training_ages, ...).
+    """
+
+    extractor: str
+    image_size: int
+    mean: np.ndarray
+    precision: np.ndarray
+    threshold: float
+    heldout_scores: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def population(self) -> str:
+        return str(self.info.get("population") or DEFAULT_POPULATION)
+
+    @property
+    def training_ages(self) -> tuple[float, float] | None:
+        ages = self.info.get("training_ages", list(PEDIATRIC_AGES))
+        return None if ages is None else (float(ages[0]), float(ages[1]))
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """``(n, d)`` features -> ``(n,)`` float64 Mahalanobis distances (>= 0)."""
+        centred = np.asarray(features, np.float64) - self.mean
+        squared = np.einsum("ij,jk,ik->i", centred, self.precision.astype(np.float64), centred)
+        return np.sqrt(np.maximum(squared, 0.0))
+
+    def percentile(self, scores: np.ndarray) -> np.ndarray:
+        """Where each score falls among the held-out training images' scores, 0-100."""
+        reference = np.asarray(self.heldout_scores, np.float64)
+        if reference.size == 0:
+            return np.full(np.shape(scores), np.nan)
+        return 100.0 * np.searchsorted(reference, np.asarray(scores, np.float64), side="right") / reference.size
+
+    def image_scores(self, images: np.ndarray, model: Any = None) -> np.ndarray:
+        """``(n, s, s)`` uint8 images (any ``s``; resized to ``image_size``) -> ``(n,)`` distances.
+
+        ``model``: the classifier, needed only by the "classifier" extractor.
+        """
+        return self.score(image_features(images, self.extractor, self.image_size, model=model))
+
+    def save(self, folder: str | Path) -> tuple[Path, Path]:
+        """Write ``population.npz`` and ``population.json`` into ``folder`` (atomically each)."""
+        from cxr.runs import atomic_write_json
+
+        folder = Path(folder)
+        npz_path, json_path = folder / NPZ_FILE, folder / JSON_FILE
+        temporary = folder / f".{NPZ_FILE}.tmp.npz"
+        np.savez_compressed(temporary, mean=self.mean.astype(np.float32),
+                            precision=self.precision.astype(np.float32),
+                            heldout_scores=np.sort(self.heldout_scores).astype(np.float32))
+        temporary.replace(npz_path)
+        atomic_write_json(json_path, {**self.info, "version": VERSION, "extractor": self.extractor,
+                                      "image_size": int(self.image_size), "threshold": float(self.threshold)})
+        return npz_path, json_path
+
+    def describe(self) -> str:
+        """One line for a model card or a terminal."""
+        rates = self.info.get("rates") or {}
+        parts = [f"{name.replace('_', ' ')}: {value:.1%}" for name, value in rates.items()
+                 if isinstance(value, int | float)]
+        return (f"{self.extractor} features at {self.image_size} px, Mahalanobis distance (Ledoit-Wolf), "
+                f"threshold {self.threshold:.2f} (the {self.info.get('percentile', DEFAULT_PERCENTILE):g}th "
+                f"percentile of held-out training images)" + (f"; flagged {', '.join(parts)}" if parts else ""))
+
+
+def load_detector(folder: str | Path) -> PopulationDetector | None:
+    """The detector saved in ``folder``, ``None`` when it has none. Raises ``ModelFileError`` when damaged."""
+    folder = Path(folder)
+    npz_path, json_path = folder / NPZ_FILE, folder / JSON_FILE
+    if not npz_path.is_file() and not json_path.is_file():
+        return None
+    if not npz_path.is_file() and "skipped" in (_read_json(json_path) or {}):
+        return None  # fitting was skipped at the end of training; the JSON says why
+    try:
+        info = json.loads(json_path.read_text(encoding="utf-8"))
+        with np.load(npz_path, allow_pickle=False) as data:
+            mean, precision = data["mean"].astype(np.float32), data["precision"].astype(np.float32)
+            heldout = np.sort(data["heldout_scores"].astype(np.float32))
+        extractor, image_size, threshold = str(info["extractor"]), int(info["image_size"]), float(info["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ModelFileError(f"The population detector in {folder} cannot be read ({type(error).__name__}: "
+                             f"{error}); expected {NPZ_FILE} and {JSON_FILE} as cxr writes them. Delete both "
+                             f"files to predict without a population check, or refit them.") from None
+    if extractor not in EXTRACTORS or mean.ndim != 1 or precision.shape != (mean.size, mean.size):
+        raise ModelFileError(f"The population detector in {folder} is inconsistent (extractor {extractor!r}, "
+                             f"mean {mean.shape}, precision {precision.shape}); refit it or delete its files.")
+    return PopulationDetector(extractor, image_size, mean, precision, threshold, heldout, info)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def record_skipped(folder: str | Path, reason: str) -> Path:
+    """Write a ``population.json`` that says why no detector was fitted (the model predicts "unknown")."""
+    from cxr.runs import atomic_write_json
+
+    path = Path(folder) / JSON_FILE
+    (Path(folder) / NPZ_FILE).unlink(missing_ok=True)
+    atomic_write_json(path, {"version": VERSION, "skipped": str(reason)})
+    return path
+
+
+def card_lines(info: dict[str, Any]) -> list[str]:
+    """Markdown lines of the model card's "Population check" section from a ``population.json`` dict."""
+    lines = ["Every prediction says whether the image looks like this model's training population; for an image "
+             "outside it the label is withheld (the probability is still computed, shown only on request)."]
+    if info.get("skipped"):
+        return lines + [f"- No population detector was fitted: {info['skipped']}. Verdicts are \"unknown\" "
+                        "unless a metadata or image rule fires."]
+    ages = info.get("training_ages")
+    lines += [
+        f"- Population: {info.get('population', DEFAULT_POPULATION)}"
+        + (f"; training ages {ages[0]:g} to under {ages[1]:g} years (DICOM PatientAge outside is flagged)"
+           if ages else ""),
+        f"- Detector: {info.get('extractor')} pooled features at {info.get('image_size')} px, Mahalanobis distance "
+        f"from the training mean with a Ledoit-Wolf shrinkage covariance (shrinkage "
+        f"{float(info.get('shrinkage', float('nan'))):.3f}, {info.get('feature_dimension')} features)",
+        f"- Fitted on: {info.get('fitted_on', 'the training split')} ({info.get('num_fit')} images)",
+        f"- Threshold: {float(info.get('threshold', float('nan'))):.3f} = the {float(info.get('percentile', 99)):g}th "
+        f"percentile of the distances of {info.get('num_heldout')} held-out training images "
+        f"({info.get('heldout_on', 'the validation split')}); never chosen on the test split",
+        "- Rules: DICOM body part not chest, a lateral view, a modality other than a radiograph, a colour "
+        "photograph or an aspect ratio beyond 2:1 also put an image outside",
+    ]
+    rates = info.get("rates") or {}
+    if rates:
+        lines.append("- Measured: " + "; ".join(f"{name}: {100 * value:.1f} % flagged" for name, value in rates.items()
+                                               if isinstance(value, int | float)))
+    if info.get("weights"):
+        lines.append(f"- Pretrained weights: {info['weights']}")
+    return lines
+
+
+@functools.lru_cache(maxsize=4)
+def _lite0_extractor(image_size: int):
+    from cxr import lite0
+
+    return lite0.feature_extractor(image_size)
+
+
+def _classifier_extractor(model: Any):
+    import keras
+
+    from cxr.models import LOGIT_LAYER
+
+    cached = getattr(model, "_cxr_feature_model", None)
+    if cached is None:
+        cached = keras.Model(model.input, model.get_layer(LOGIT_LAYER).input, name="classifier_features")
+        try:
+            model._cxr_feature_model = cached  # one per classifier: building it again costs seconds
+        except AttributeError:
+            pass
+    return cached
+
+
+def image_features(images: np.ndarray, extractor: str, image_size: int, *, model: Any = None,
+                   batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """``(n, s, s)`` uint8 -> ``(n, d)`` float32 pooled features at ``image_size`` px."""
+    from cxr.imaging import resize_square
+
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (n, s, s) uint8; received shape {images.shape}")
+    if images.shape[1:] != (image_size, image_size):
+        images = np.stack([resize_square(image, image_size) for image in images]) if len(images) else \
+            np.zeros((0, image_size, image_size), np.uint8)
+    if extractor == LITE0:
+        network = _lite0_extractor(int(image_size))
+    elif extractor == CLASSIFIER:
+        if model is None:
+            raise ValueError("the 'classifier' population features need the classifier model")
+        network = _classifier_extractor(model)
+    else:
+        raise ValueError(f"unknown population feature extractor {extractor!r}; expected one of {EXTRACTORS}")
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start:start + batch_size, ..., None].astype(np.float32)
+        outputs.append(np.asarray(network(batch, training=False), np.float32).reshape(len(batch), -1))
+    width = int(network.output.shape[-1])
+    return np.concatenate(outputs) if outputs else np.zeros((0, width), np.float32)
+
+
+def fit_detector(fit_features: np.ndarray, heldout_features: np.ndarray, *, extractor: str, image_size: int,
+                 percentile: float = DEFAULT_PERCENTILE, info: dict | None = None) -> PopulationDetector:
+    """Fit mean + Ledoit-Wolf precision on ``fit_features (n, d)``; threshold = ``percentile`` of the
+    distances of ``heldout_features (m, d)`` (images of the training population not used in the fit)."""
+    from sklearn.covariance import LedoitWolf
+
+    fit_features = np.asarray(fit_features, np.float64)
+    heldout_features = np.asarray(heldout_features, np.float64)
+    if fit_features.ndim != 2 or len(fit_features) < 2 or len(heldout_features) < 1:
+        raise ValueError(f"a population detector needs at least 2 fit and 1 held-out feature rows; received "
+                         f"{fit_features.shape} and {heldout_features.shape}")
+    estimator = LedoitWolf(assume_centered=False).fit(fit_features)
+    detector = PopulationDetector(extractor, int(image_size), estimator.location_.astype(np.float32),
+                                  estimator.precision_.astype(np.float32), 0.0, np.zeros(0, np.float32),
+                                  dict(info or {}))
+    heldout_scores = np.sort(detector.score(heldout_features))
+    detector.threshold = float(np.percentile(heldout_scores, percentile))
+    detector.heldout_scores = heldout_scores.astype(np.float32)
+    detector.info.update({"percentile": float(percentile), "num_fit": int(len(fit_features)),
+                          "num_heldout": int(len(heldout_features)), "shrinkage": float(estimator.shrinkage_),
+                          "feature_dimension": int(fit_features.shape[1])})
+    detector.info.setdefault("population", DEFAULT_POPULATION)
+    detector.info.setdefault("training_ages", list(PEDIATRIC_AGES))
+    return detector
+
+
+def fit_from_images(fit_images: np.ndarray, heldout_images: np.ndarray, *, extractor: str = LITE0,
+                    image_size: int = 224, model: Any = None, percentile: float = DEFAULT_PERCENTILE,
+                    info: dict | None = None, max_fit_images: int | None = None, seed: int = 0) -> PopulationDetector:
+    """Features of ``fit_images`` / ``heldout_images`` ``(n, s, s)`` uint8, then :func:`fit_detector`.
+
+    ``max_fit_images``: fit on a seeded random subset at most this large (keeps runs cheap).
+    """
+    started = time.perf_counter()
+    if max_fit_images is not None and len(fit_images) > max_fit_images:
+        chosen = np.sort(np.random.default_rng(seed).choice(len(fit_images), max_fit_images, replace=False))
+        fit_images = fit_images[chosen]
+    fit_features = image_features(fit_images, extractor, image_size, model=model)
+    heldout_features = image_features(heldout_images, extractor, image_size, model=model)
+    detector = fit_detector(fit_features, heldout_features, extractor=extractor, image_size=image_size,
+                            percentile=percentile, info=info)
+    detector.info["fit_seconds"] = round(time.perf_counter() - started, 1)
+    if extractor == LITE0:
+        from cxr import lite0
+
+        detector.info["weights"] = f"{lite0.PACKAGE} {lite0.WEIGHTS_FILE} (SHA-256 {lite0.WEIGHTS_SHA256})"
+    return detector
+
+
+RUN_EXTRACTOR = LITE0
+MAX_FIT_IMAGES = 3000  # the covariance of 1280 features settles well before this; keeps runs cheap
+
+
+def fit_for_run(folder: str | Path, arrays: dict, model: Any, *, dataset: str | None = None,
+                extractor: str = RUN_EXTRACTOR) -> PopulationDetector | None:
+    """Fit and save the detector of a finished run (``arrays``: ``cxr.training.training_arrays``).
+
+    Fitted on "train", threshold from "val" (held-out training images, patient-grouped), never "test";
+    the fraction of "test" flagged is measured and recorded. The input size is the model's own, so the
+    detector sees exactly the images the classifier sees. Never raises: when the weights package is
+    absent or fitting fails, ``population.json`` records why and ``None`` is returned.
+    """
+    folder = Path(folder)
+    # The metadata age rule needs the training ages: known for Kermany's pediatric set, not for others.
+    kermany = any(word in str(dataset or "").lower() for word in ("chest_xray", "kermany", "pneumonia"))
+    population = DEFAULT_POPULATION if kermany else f"chest X-rays of data set {dataset!r}"
+    training_ages = PEDIATRIC_AGES if kermany else None
+    try:
+        if extractor == LITE0:
+            from cxr import lite0
+
+            if not lite0.available():
+                record_skipped(folder, f"the {lite0.PACKAGE} package (the pretrained features) is not installed")
+                return None
+        train_images, val_images = arrays["train"][0], arrays["val"][0]
+        image_size = int(train_images.shape[1])
+        name = f"data set {dataset!r}" if dataset else "the data set"
+        detector = fit_from_images(
+            train_images, val_images, extractor=extractor, image_size=image_size, model=model,
+            max_fit_images=MAX_FIT_IMAGES,
+            info={"population": population, "training_ages": None if training_ages is None else list(training_ages),
+                  "fitted_on": f"the train split of {name}"
+                               + (f" (a random {MAX_FIT_IMAGES})" if len(train_images) > MAX_FIT_IMAGES else ""),
+                  "heldout_on": f"the validation split of {name}, grouped by patient"})
+        rates = {"validation split (held out from the fit; sets the threshold)":
+                 float(np.mean(detector.heldout_scores > detector.threshold))}
+        if "test" in arrays and len(arrays["test"][0]):
+            test_scores = detector.image_scores(arrays["test"][0], model)
+            rates["test split (measured, not used to choose)"] = float(np.mean(test_scores > detector.threshold))
+        detector.info["rates"] = rates
+        detector.save(folder)
+        return detector
+    except Exception as error:  # noqa: BLE001 - a finished training must not fail for its population check
+        record_skipped(folder, f"fitting failed ({type(error).__name__}: {error})")
+        return None
