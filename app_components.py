@@ -30,7 +30,9 @@ KEY_IMPORT_REPORT = "import_report"  # the last import's report (shown until the
 KEY_FOLLOWED_RUN = "followed_run"  # run id the Train page follows
 KEY_PRESET = "preset"  # preset name whose values fill the Train page's widgets
 KEY_EVALUATION_RUN = "evaluation_run"  # run id shown on the Evaluate page
-KEY_THRESHOLD = "evaluation_threshold"  # the Evaluate page's threshold slider
+KEY_THRESHOLD = "evaluation_threshold"  # the Evaluate page's threshold slider (+ "_<run id>")
+KEY_THRESHOLD_MESSAGE = "evaluation_threshold_message"  # outcome of saving a threshold, shown once
+KEY_EVALUATION_GROUP = "evaluation_group"  # the group of images shown on Evaluate (a confusion-matrix cell)
 KEY_PREDICT_MODEL = "predict_model"  # model chosen on the Predict page (DEFAULT_MODEL or a run id)
 KEY_UPLOADS = "predict_uploads"  # the Predict page's file uploader
 KEY_PREDICTIONS = "predictions"  # {"signature": …, "results": [PredictionResult], "seconds": float}
@@ -320,18 +322,22 @@ def model_choices() -> dict[str, str]:
 
 
 def model_version(choice: str) -> float:
-    """Modification time of the model file behind ``choice`` (0 when absent): part of the cache key, so a
-    model file replaced on disk is loaded again instead of served stale."""
+    """Latest modification time of the model file and metrics.json behind ``choice`` (0 when absent): part of
+    the cache key, so a model or threshold replaced on disk is loaded again instead of served stale."""
     if choice == DEFAULT_MODEL:
-        path = paths.BUNDLED_MODEL_DIR / "model.keras"
+        folder = paths.BUNDLED_MODEL_DIR
     else:
         from cxr import runs
 
-        path = Path(runs.run_path(choice)) / "model.keras"
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+        folder = Path(runs.run_path(choice))
+    # metrics.json too: a threshold saved on the Evaluate page must reach the cached Predictor.
+    times = []
+    for name in ("model.keras", "metrics.json"):
+        try:
+            times.append((folder / name).stat().st_mtime)
+        except OSError:
+            times.append(0.0)
+    return max(times)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -246,10 +246,13 @@ def compare_runs_chart(histories: Mapping[str, pd.DataFrame], metric: str):
 # Evaluation charts
 
 
-def confusion_matrix_chart(matrix: Any, *, class_names: Sequence[str] = CLASS_NAMES, title: str | None = None):
+def confusion_matrix_chart(matrix: Any, *, class_names: Sequence[str] = CLASS_NAMES, title: str | None = None,
+                           select: str | None = None):
     """Heat map of a confusion matrix with the count and the row percentage in each cell.
 
     ``matrix``: (k, k) counts, rows = true class, columns = predicted class (scikit-learn's layout).
+    ``select``: name of a point selection on the cells (fields ``true`` and ``predicted``), so a click on a
+    cell can be read back (Streamlit's ``on_select``).
     """
     alt = _altair()
     matrix = np.asarray(matrix)
@@ -274,6 +277,8 @@ def confusion_matrix_chart(matrix: Any, *, class_names: Sequence[str] = CLASS_NA
         tooltip=["true:N", "predicted:N", alt.Tooltip("count:Q", format=","),
                  alt.Tooltip("share:Q", format=".1%", title="share of true class")],
     )
+    if select:
+        cells = cells.add_params(alt.selection_point(name=select, fields=["true", "predicted"]))
     text = base.mark_text(fontSize=16, lineBreak="\n").encode(
         text="label:N",
         color=alt.condition(alt.datum.share > 0.5, alt.value("white"), alt.value("black")),

@@ -240,6 +240,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         rule = "Youden's J (sensitivity + specificity - 1) maximised"
     elif rule == "fixed":
         rule = "fixed 0.5"
+    elif rule == "manual":
+        rule = "set by hand on the Evaluate page, looking at validation figures"
     calibration = card["calibration"]
     lines += [
         "## Decision threshold and calibration",

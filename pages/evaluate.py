@@ -1,6 +1,7 @@
 """Evaluate: pick a run and read its evaluation: report, confusion matrix, ROC and PR curves, a threshold
 slider, calibration, the misclassified images with heat maps, the model card, and downloads."""
 
+import functools
 import json
 from pathlib import Path
 
@@ -9,12 +10,24 @@ import pandas as pd
 import streamlit as st
 
 import app_components as ui
-from cxr import calibration, charts, evaluation, explain, runs
+from cxr import calibration, charts, evaluation, explain, runs, threshold_choice
 from cxr.config import CLASS_NAMES
 
 SPLIT_TITLES = {"test": "Test (for reporting)", "val": "Validation (the threshold was chosen here)"}
-MISCLASSIFIED_SHOWN = 12  # the most confident mistakes: enough to see a pattern, quick to explain
+IMAGES_SHOWN = 12  # the most confident first: enough to see a pattern, quick to explain
 OVERLAY_ALPHA = 0.4
+CURVE_HEIGHT = 420  # pixels: ROC and PR curves side by side, large enough to read an operating point
+MATRIX_SELECTION = "cell"  # the confusion matrix's point selection (a click on a cell)
+# Groups of images the Images section can show: a confusion-matrix cell, or every mistake.
+GROUPS = {
+    "misclassified": "All mistakes",
+    "fn": "Missed pneumonia (false negatives)",
+    "fp": "Normal called pneumonia (false positives)",
+    "tp": "Pneumonia found (true positives)",
+    "tn": "Normal cleared (true negatives)",
+}
+CELL_GROUPS = {("pneumonia", "normal"): "fn", ("normal", "pneumonia"): "fp", ("pneumonia", "pneumonia"): "tp",
+               ("normal", "normal"): "tn"}  # (true, predicted) -> group
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -31,12 +44,14 @@ def choose_run() -> str | None:
         ui.link_to("train")
         return None
     ids = [ui.run_id_of(summary) for summary in summaries]
-    states = {ui.run_id_of(summary): ui.run_state_of(summary) for summary in summaries}
     evaluated = [run_id for run_id in ids if (Path(runs.run_path(run_id)) / "metrics.json").is_file()]
     wanted = st.session_state.get(ui.KEY_EVALUATION_RUN)
     if wanted not in ids:
         wanted = evaluated[0] if evaluated else ids[0]
-    run_id = st.selectbox("Run", ids, index=ids.index(wanted), format_func=lambda run: f"{run} ({states[run]})")
+    labels = {ui.run_id_of(summary): ui.run_label(summary)
+              + ("" if ui.run_state_of(summary) == "finished" else f" ({ui.run_state_of(summary)})")
+              for summary in summaries}
+    run_id = st.selectbox("Run", ids, index=ids.index(wanted), format_func=labels.get)
     st.session_state[ui.KEY_EVALUATION_RUN] = run_id
     return run_id
 
@@ -49,16 +64,40 @@ def point_at(y_true: np.ndarray, y_score: np.ndarray, threshold: float) -> dict:
             "counts": counts}
 
 
-def threshold_section(y_true: np.ndarray, y_score: np.ndarray, saved: float, rule: str) -> float:
+def threshold_key() -> str:
+    return f"{ui.KEY_THRESHOLD}_{st.session_state.get(ui.KEY_EVALUATION_RUN)}"
+
+
+def reset_threshold(saved: float) -> None:
+    st.session_state[threshold_key()] = saved
+
+
+def save_threshold(run_id: str, threshold: float) -> None:
+    """Record the slider's threshold in the run (cxr.threshold_choice); the message shows after the rerun."""
+    try:
+        threshold_choice.save_manual_threshold(runs.run_path(run_id), threshold)
+    except ValueError as error:
+        st.session_state[ui.KEY_THRESHOLD_MESSAGE] = ("error", f"Saving the threshold failed: {error}")
+        return
+    st.session_state[ui.KEY_THRESHOLD_MESSAGE] = (
+        "info", f"Saved {threshold:.2f} as this run's threshold (a manual choice, recorded in metrics.json with "
+                "its validation figures). Predict uses it from now on.")
+
+
+def threshold_section(run_id: str, y_true: np.ndarray, y_score: np.ndarray, saved: float, rule: str) -> float:
     st.markdown("**Threshold**")
-    slider_key = f"{ui.KEY_THRESHOLD}_{st.session_state.get(ui.KEY_EVALUATION_RUN)}"
-    threshold = st.slider("Call pneumonia when P(pneumonia) ≥", 0.0, 1.0, value=float(round(saved, 2)), step=0.01,
-                          key=slider_key, help=f"The run's saved threshold is {saved:.3f} ({rule}, chosen on "
-                                               "validation). Move it to see the trade-off; the saved one is marked.")
+    key = threshold_key()
+    if key not in st.session_state:
+        # The saved threshold itself, not rounded to the slider's step: opening the page shows no change.
+        st.session_state[key] = saved
+    threshold = st.slider("Call pneumonia when P(pneumonia) ≥", 0.0, 1.0, step=0.01, key=key, format="%.3f",
+                          help=f"The run's saved threshold is {saved:.3f} ({rule}). Move it to see the trade-off; "
+                               "the saved one is marked on the curves.")
     now, at_saved = point_at(y_true, y_score, threshold), point_at(y_true, y_score, saved)
     columns = st.columns(4)
-    def change(key: str) -> str | None:
-        difference = 100 * (now[key] - at_saved[key])
+
+    def change(name: str) -> str | None:
+        difference = 100 * (now[name] - at_saved[name])
         return f"{difference:+.1f} pts vs saved" if abs(difference) >= 0.05 else None
 
     columns[0].metric("Sensitivity (pneumonia recall)", f"{100 * now['tpr']:.1f} %", delta=change("tpr"))
@@ -66,6 +105,17 @@ def threshold_section(y_true: np.ndarray, y_score: np.ndarray, saved: float, rul
     accuracy = (now["counts"]["tp"] + now["counts"]["tn"]) / max(len(y_true), 1)
     columns[2].metric("Accuracy", f"{100 * accuracy:.1f} %")
     columns[3].metric("Saved threshold", f"{saved:.3f}", help=rule)
+    moved = threshold != saved
+    reset_column, save_column = st.columns(2)
+    reset_column.button("Reset to the saved threshold", icon=":material/undo:", disabled=not moved,
+                        on_click=reset_threshold, args=(saved,), width="stretch")
+    save_column.button(f"Save {threshold:.2f} as this run's threshold", icon=":material/save:", disabled=not moved,
+                       on_click=save_threshold, args=(run_id, threshold), width="stretch",
+                       help="Recorded in the run's metrics.json as a manual choice with its validation figures; "
+                            "Predict uses it from then on.")
+    message = st.session_state.pop(ui.KEY_THRESHOLD_MESSAGE, None)
+    if message:
+        (st.error if message[0] == "error" else st.info)(message[1])
     return threshold
 
 
@@ -79,7 +129,7 @@ def evaluation_section(run_id: str, metrics: dict) -> None:
     y_score = part["y_score"].to_numpy(dtype=np.float64)
     saved = float(metrics.get("threshold", evaluation.DEFAULT_THRESHOLD))
     rule = str(metrics.get("threshold_rule", "?"))
-    threshold = threshold_section(y_true, y_score, saved, rule)
+    threshold = threshold_section(run_id, y_true, y_score, saved, rule)
 
     report_column, matrix_column = st.columns([3, 2])
     with report_column:
@@ -94,17 +144,23 @@ def evaluation_section(run_id: str, metrics: dict) -> None:
             st.caption(f"ROC AUC {auc['value']:.3f}{interval}; temperature {metrics.get('temperature', 1.0):.2f}.")
     with matrix_column:
         matrix = evaluation.confusion_matrix(y_true, y_score, threshold).to_numpy()
-        st.altair_chart(charts.confusion_matrix_chart(matrix, title=f"Confusion matrix at {threshold:.2f}"))
+        chart_key = f"evaluate_matrix_{run_id}_{split}"
+        st.altair_chart(charts.confusion_matrix_chart(matrix, title=f"Confusion matrix at {threshold:.2f}",
+                                                      select=MATRIX_SELECTION),
+                        key=chart_key, on_select=functools.partial(show_clicked_cell, chart_key),
+                        selection_mode=MATRIX_SELECTION)
+        st.caption("Click a cell to see its images below.")
 
     now, at_saved = point_at(y_true, y_score, threshold), point_at(y_true, y_score, saved)
-    roc_column, pr_column, calibration_column = st.columns(3)
+    roc_column, pr_column = st.columns(2)
     with roc_column:
         roc = evaluation.roc_curve(y_true, y_score).dropna()
         if len(roc) > 1:
             st.altair_chart(charts.roc_chart(
                 roc["false_positive_rate"], roc["true_positive_rate"], auc=evaluation.roc_auc(y_true, y_score),
                 points={f"saved {saved:.2f}": (at_saved["fpr"], at_saved["tpr"]),
-                        f"slider {threshold:.2f}": (now["fpr"], now["tpr"])}), width="stretch")
+                        f"slider {threshold:.2f}": (now["fpr"], now["tpr"])}).properties(height=CURVE_HEIGHT),
+                width="stretch")
         else:
             st.caption("No ROC curve: this split holds one class only.")
     with pr_column:
@@ -113,9 +169,11 @@ def evaluation_section(run_id: str, metrics: dict) -> None:
             st.altair_chart(charts.precision_recall_chart(
                 pr["recall"], pr["precision"], average_precision=evaluation.average_precision(y_true, y_score),
                 points={f"saved {saved:.2f}": (at_saved["tpr"], at_saved["precision"]),
-                        f"slider {threshold:.2f}": (now["tpr"], now["precision"])}), width="stretch")
+                        f"slider {threshold:.2f}": (now["tpr"], now["precision"])}).properties(height=CURVE_HEIGHT),
+                width="stretch")
         else:
             st.caption("No precision-recall curve: this split has no pneumonia case.")
+    calibration_column, _ = st.columns(2)
     with calibration_column:
         reliability = calibration.reliability_curve(y_true, y_score)
         if len(reliability):
@@ -124,21 +182,47 @@ def evaluation_section(run_id: str, metrics: dict) -> None:
             st.caption(f"Expected calibration error {calibration.expected_calibration_error(y_true, y_score):.3f} "
                        "(after temperature scaling).")
 
-    with st.expander("Misclassified images", expanded=False), ui.guarded("Showing the misclassified images"):
-        misclassified_section(run_id, part, threshold, split)
-
-
-def misclassified_section(run_id: str, part: pd.DataFrame, threshold: float, split: str) -> None:
-    predicted = (part["y_score"] >= threshold).astype(int)
-    wrong = part[predicted != part["y_true"]].copy()
-    if wrong.empty:
-        st.success(f"No misclassified {split} image at threshold {threshold:.2f}.")
+    st.markdown("**Images**")
+    group = st.segmented_control("Show", list(GROUPS), format_func=GROUPS.get, key=ui.KEY_EVALUATION_GROUP,
+                                 help="A cell of the confusion matrix at the slider's threshold, or every mistake.")
+    if group is None:
+        st.caption("Click a cell of the confusion matrix, or choose a group, to see its images.")
         return
-    # The most confident mistakes first: they say most about what the model gets wrong.
-    wrong["confidence"] = np.where(wrong["y_true"] == 1, 1 - wrong["y_score"], wrong["y_score"])
-    wrong = wrong.sort_values("confidence", ascending=False).head(MISCLASSIFIED_SHOWN)
-    st.caption(f"{int((predicted != part['y_true']).sum())} misclassified at {threshold:.2f}; the "
-               f"{len(wrong)} most confident mistakes:")
+    with ui.guarded("Showing the images"):
+        images_section(run_id, part, threshold, split, group)
+
+
+def show_clicked_cell(chart_key: str) -> None:
+    """A click on a confusion-matrix cell chooses that cell's group of images."""
+    event = st.session_state.get(chart_key) or {}
+    points = ((event.get("selection") or {}).get(MATRIX_SELECTION)) or []
+    if points:
+        group = CELL_GROUPS.get((points[0].get("true"), points[0].get("predicted")))
+        if group:
+            st.session_state[ui.KEY_EVALUATION_GROUP] = group
+
+
+def images_in_group(part: pd.DataFrame, threshold: float, group: str) -> pd.DataFrame:
+    """Rows of ``part`` in ``group`` at ``threshold``, the most confident first (for mistakes, they say most
+    about what the model gets wrong; for correct answers, they are the clearest cases)."""
+    predicted = (part["y_score"] >= threshold).astype(int)
+    truth = part["y_true"].astype(int)
+    masks = {"misclassified": predicted != truth, "fn": (truth == 1) & (predicted == 0),
+             "fp": (truth == 0) & (predicted == 1), "tp": (truth == 1) & (predicted == 1),
+             "tn": (truth == 0) & (predicted == 0)}
+    chosen = part[masks[group]].copy()
+    chosen["confidence"] = np.where(chosen["y_score"] >= threshold, chosen["y_score"], 1 - chosen["y_score"])
+    return chosen.sort_values("confidence", ascending=False)
+
+
+def images_section(run_id: str, part: pd.DataFrame, threshold: float, split: str, group: str) -> None:
+    everything = images_in_group(part, threshold, group)
+    if everything.empty:
+        st.caption(f"No {split} image in \"{GROUPS[group]}\" at threshold {threshold:.2f}.")
+        return
+    wrong = everything.head(IMAGES_SHOWN)
+    st.caption(f"{len(everything)} {split} image(s) in \"{GROUPS[group]}\" at {threshold:.2f}; the "
+               f"{len(wrong)} most confident:")
     dataset_name = runs.read_config(run_id).get("dataset")
     dataset = ui.load_dataset(dataset_name, ui.dataset_version(dataset_name))
     # predictions.csv indexes the split as training saw it; show pictures only when the stored split is
@@ -153,19 +237,25 @@ def misclassified_section(run_id: str, part: pd.DataFrame, threshold: float, spl
         st.dataframe(wrong[["index", "y_true", "y_score"]], hide_index=True)
         return
     images = dataset.images(split)
+    manifest = dataset.manifest
+    files = manifest.loc[manifest["split"] == split, "file"].astype(str).tolist()
+    if len(files) != len(images):
+        files = [f"#{index}" for index in range(len(images))]
+    names = {int(index): Path(files[int(index)]).name for index in wrong["index"]}
     with_heatmaps = st.toggle("Heat maps (Grad-CAM)", value=False, key=f"evaluate_heatmaps_{run_id}",
                               help="Loads the run's model; a few seconds the first time.")
     chosen = [images[int(index)] for index in wrong["index"]]
     if with_heatmaps:
         predictor = ui.load_predictor(run_id, ui.model_version(run_id))
         with st.spinner("Computing heat maps…"):
-            results = predictor.predict(chosen, names=[f"#{int(index)}" for index in wrong["index"]],
+            results = predictor.predict(chosen, names=[names[int(index)] for index in wrong["index"]],
                                         explain="gradcam")
         chosen = [explain.overlay(result.image, result.heatmap, alpha=OVERLAY_ALPHA)
                   if result.heatmap is not None else result.image for result in results]
     columns = st.columns(4)
     for position, ((_, row), image) in enumerate(zip(wrong.iterrows(), chosen, strict=True)):
-        caption = f"#{int(row['index'])}: true {CLASS_NAMES[int(row['y_true'])]}, P(pneumonia) {row['y_score']:.2f}"
+        caption = (f"{names[int(row['index'])]}: true {CLASS_NAMES[int(row['y_true'])]}, "
+                   f"P(pneumonia) {row['y_score']:.2f}")
         columns[position % 4].image(image, caption=caption, width="stretch")
 
 

@@ -1,12 +1,12 @@
 """The Evaluate page (AppTest): no run yet, a failed run, a running run, a finished run with hand-computed
-sensitivity/specificity under the threshold slider, misclassified images (heat maps patched), downloads, and
-a run finalized by the real cxr.evaluation.finalize_run."""
+sensitivity/specificity under the threshold slider (no change shown on open, reset, save as a manual choice),
+the images of a confusion-matrix cell with their file names (heat maps patched), downloads, and a run
+finalized by the real cxr.evaluation.finalize_run."""
 
 import json
 import os
 from pathlib import Path
 
-import helpers_app
 import numpy as np
 import pandas as pd
 import pytest
@@ -30,7 +30,22 @@ def home(tmp_path, monkeypatch):
 
 
 def import_tiny_dataset(folder: Path) -> None:
-    helpers_app.import_tiny_dataset(folder, test_labels=TEST_TRUE)
+    """A folder of named PNGs imported as "tiny": its test split is TEST_TRUE's 4 normal then 4 pneumonia."""
+    import cv2
+
+    from cxr import datasets
+    from cxr.config import DataConfig
+
+    root = folder / "tiny-source"
+    generator = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 4)):
+        for folder_name in ("NORMAL", "PNEUMONIA"):
+            (root / split / folder_name).mkdir(parents=True, exist_ok=True)
+            for index in range(count):
+                name = f"{folder_name.lower()}-{split}-{index}.png"
+                cv2.imwrite(str(root / split / folder_name / name), generator.integers(0, 255, (32, 32), np.uint8))
+    datasets.import_dataset(root, name="tiny", config=DataConfig(image_size=32))
+    assert datasets.load_dataset("tiny").labels("test").tolist() == TEST_TRUE
 
 
 def make_run(state: str, **status) -> str:
@@ -92,6 +107,8 @@ def test_threshold_slider_updates_sensitivity_specificity_and_matrix(home):
     assert report.loc["pneumonia", "recall"] == pytest.approx(0.75)
     # confusion matrix, ROC, PR and calibration charts
     assert len(at.get("vega_lite_chart")) == 4
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert [param["name"] for param in spec.get("params", [])] == ["cell"], "the matrix answers clicks on cells"
 
     at.slider[0].set_value(0.35)
     at.run()
@@ -104,6 +121,64 @@ def test_threshold_slider_updates_sensitivity_specificity_and_matrix(home):
     # Downloads: metrics CSV and JSON, predictions CSV; the model card is shown.
     assert len(at.get("download_button")) == 3
     assert any("Intended use: teaching." in markdown.value for markdown in at.markdown)
+
+
+def deltas(at) -> list:
+    return [widget(at, "metric", label).delta for label in ("Sensitivity (pneumonia recall)",
+                                                             "Specificity (normal recall)")]
+
+
+def test_opening_shows_the_saved_threshold_without_a_change_and_reset_returns_to_it(home):
+    run_id = make_run("finished")
+    write_evaluation(run_id, threshold=0.3456)  # not on the slider's 0.01 grid: rounding it moved a case before
+    at = open_evaluate_page()
+    assert at.slider[0].value == pytest.approx(0.3456)
+    assert deltas(at) == ["", ""], "nothing was moved, so nothing may read as changed"
+    assert metric(at, "Sensitivity (pneumonia recall)") == "100.0 %"
+    reset = widget(at, "button", "Reset to the saved threshold")
+    assert reset.disabled
+    at.slider[0].set_value(0.5)
+    at.run()
+    assert deltas(at) == ["-25.0 pts vs saved", ""]
+    widget(at, "button", "Reset to the saved threshold").click()
+    at.run()
+    assert at.slider[0].value == pytest.approx(0.3456) and deltas(at) == ["", ""]
+
+
+def test_a_new_threshold_is_saved_to_the_run_as_a_manual_choice(home):
+    run_id = make_run("finished")
+    write_evaluation(run_id, threshold=0.5)
+    at = open_evaluate_page()
+    at.slider[0].set_value(0.35)
+    at.run()
+    widget(at, "button", "Save 0.35 as this run's threshold").click()
+    at.run()
+    assert not at.exception and not at.error
+    written = json.loads((runs.run_path(run_id) / "metrics.json").read_text())
+    assert written["threshold"] == pytest.approx(0.35) and written["threshold_rule"] == "manual"
+    assert written["threshold_history"][0]["threshold"] == 0.5
+    assert any("Saved 0.35 as this run's threshold" in info.value for info in at.info)
+    assert metric(at, "Saved threshold") == "0.350"
+    assert deltas(at) == ["", ""]
+    assert widget(at, "button", "Reset to the saved threshold").disabled
+
+
+def test_a_confusion_matrix_cell_shows_its_images_with_file_names(home):
+    import_tiny_dataset(home)
+    run_id = make_run("finished")
+    write_evaluation(run_id)
+    at = open_evaluate_page()
+    assert not at.get("image"), "no image (nor the data set) is loaded before a group is chosen"
+    group = at.button_group(key=ui.KEY_EVALUATION_GROUP)
+    group.set_value("fn")
+    at.run()
+    captions = [image.proto.imgs[0].caption for image in at.get("image")]
+    assert captions == ["pneumonia-test-0.png: true pneumonia, P(pneumonia) 0.40"]
+    at.button_group(key=ui.KEY_EVALUATION_GROUP).set_value("tn")
+    at.run()
+    captions = [image.proto.imgs[0].caption for image in at.get("image")]
+    assert captions == [f"normal-test-{index}.png: true normal, P(pneumonia) {score:.2f}"
+                        for index, score in ((0, 0.1), (1, 0.2), (2, 0.3))]
 
 
 def test_misclassified_images_with_heat_maps(home, monkeypatch):
@@ -122,7 +197,9 @@ def test_misclassified_images_with_heat_maps(home, monkeypatch):
 
     monkeypatch.setattr(ui, "load_predictor", lambda choice, version: FakePredictor())
     at = open_evaluate_page()
-    assert any("2 misclassified at 0.50" in caption.value for caption in at.caption)
+    at.button_group(key=ui.KEY_EVALUATION_GROUP).set_value("misclassified")
+    at.run()
+    assert any('2 test image(s) in "All mistakes" at 0.50' in caption.value for caption in at.caption)
     plain = [item.proto.imgs[0].url for item in at.get("image")]
     assert len(plain) == 2 and not calls  # no model is loaded until heat maps are asked for
     next(toggle for toggle in at.toggle if toggle.label == "Heat maps (Grad-CAM)").set_value(True)
@@ -130,12 +207,13 @@ def test_misclassified_images_with_heat_maps(home, monkeypatch):
     assert not [error.value for error in at.error]
     # Grad-CAM ran once, on exactly the two misclassified test images (#3: normal at 0.6, #4: pneumonia at 0.4).
     assert len(calls) == 1 and calls[0]["explain"] == "gradcam"
-    assert sorted(calls[0]["names"]) == ["#3", "#4"]
+    indexes = {"normal-test-3.png": 3, "pneumonia-test-0.png": 4}  # heat maps named by file
+    assert sorted(calls[0]["names"]) == sorted(indexes)
     from cxr.datasets import load_dataset
 
     test_images = load_dataset("tiny").images("test")
     for name, source in zip(calls[0]["names"], calls[0]["sources"], strict=True):
-        np.testing.assert_array_equal(source, test_images[int(name[1:])])
+        np.testing.assert_array_equal(source, test_images[indexes[name]])
     # Every picture shown is now the overlay, not the plain image shown before.
     overlays = [item.proto.imgs[0].url for item in at.get("image")]
     assert len(overlays) == 2 and not set(overlays) & set(plain)
@@ -156,6 +234,8 @@ def test_a_run_finalized_by_the_real_evaluation_renders(home):
     at.run()
     assert not [error.value for error in at.error]
     assert at.dataframe[0].value.loc["accuracy", "support"] == 20
-    # These 20 validation scores do not belong to the data set's 2-image val split: no pictures shown.
+    at.button_group(key=ui.KEY_EVALUATION_GROUP).set_value("tp")
+    at.run()
+    # These 20 validation scores do not belong to the data set's val split: no pictures shown.
     assert any("are not the ones this run was evaluated on" in caption.value for caption in at.caption)
     assert not at.get("image")
