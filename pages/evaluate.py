@@ -109,10 +109,13 @@ def threshold_section(run_id: str, y_true: np.ndarray, y_score: np.ndarray, save
     reset_column, save_column = st.columns(2)
     reset_column.button("Reset to the saved threshold", icon=":material/undo:", disabled=not moved,
                         on_click=reset_threshold, args=(saved,), width="stretch")
-    save_column.button(f"Save {threshold:.2f} as this run's threshold", icon=":material/save:", disabled=not moved,
-                       on_click=save_threshold, args=(run_id, threshold), width="stretch",
-                       help="Recorded in the run's metrics.json as a manual choice with its validation figures; "
-                            "Predict uses it from then on.")
+    if ui.demo_mode():  # a public demo writes nothing
+        save_column.caption("Saving a threshold is off on this public demo.")
+    else:
+        save_column.button(f"Save {threshold:.2f} as this run's threshold", icon=":material/save:",
+                           disabled=not moved, on_click=save_threshold, args=(run_id, threshold), width="stretch",
+                           help="Recorded in the run's metrics.json as a manual choice with its validation "
+                                "figures; Predict uses it from then on.")
     message = st.session_state.pop(ui.KEY_THRESHOLD_MESSAGE, None)
     if message:
         (st.error if message[0] == "error" else st.info)(message[1])

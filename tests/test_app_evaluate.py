@@ -239,3 +239,15 @@ def test_a_run_finalized_by_the_real_evaluation_renders(home):
     # These 20 validation scores do not belong to the data set's val split: no pictures shown.
     assert any("are not the ones this run was evaluated on" in caption.value for caption in at.caption)
     assert not at.get("image")
+
+
+def test_a_public_demo_cannot_save_a_threshold(home, monkeypatch):
+    monkeypatch.setenv("CXR_MODE", "demo")
+    run_id = make_run("finished")
+    write_evaluation(run_id, threshold=0.5)
+    monkeypatch.setenv("CXR_DEMO_MODELS", run_id)
+    at = open_evaluate_page()
+    at.slider[0].set_value(0.35)
+    at.run()
+    assert not [button for button in at.button if button.label.startswith("Save ")]
+    assert any("Saving a threshold is off on this public demo." in caption.value for caption in at.caption)
