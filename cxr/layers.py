@@ -16,7 +16,6 @@ model loaders call first). A registered class is found by its name, ``"cxr>Inten
 from __future__ import annotations
 
 import keras
-from keras import ops
 
 MODES = ("percentile", "equalise")
 
@@ -33,32 +32,33 @@ class IntensityNormalization(keras.layers.Layer):
             raise ValueError(f"need 0 <= low < high <= 100 (percentiles); received low={low!r}, high={high!r}.")
         self.mode, self.low, self.high = mode, float(low), float(high)
 
-    def _percentile(self, ordered, fraction: float):
-        """Row-wise percentile of ``ordered`` (n, N), sorted ascending: numpy's linear interpolation."""
-        count = int(ordered.shape[-1])
-        position = fraction * (count - 1)
-        below = int(position // 1)
-        above = min(below + 1, count - 1)
-        weight = position - below
+    @staticmethod
+    def _percentile(ordered, fraction: float):
+        """Row-wise percentile of ``ordered`` (n, N), sorted ascending: numpy's linear interpolation.
+        N may be unknown until run time (an augmentation pipeline can lose the static shape)."""
+        import tensorflow as tf
+
+        count = tf.shape(ordered)[-1]
+        position = fraction * tf.cast(count - 1, tf.float32)
+        below = tf.cast(tf.floor(position), tf.int32)
+        above = tf.minimum(below + 1, count - 1)
+        weight = position - tf.cast(below, tf.float32)
         return ordered[:, below:below + 1] * (1.0 - weight) + ordered[:, above:above + 1] * weight
 
     def call(self, inputs):
         import tensorflow as tf
 
-        shape = ops.shape(inputs)
-        pixels = 1
-        for size in inputs.shape[1:]:  # static: the percentile positions are fixed at graph-building time
-            pixels *= int(size)
-        flat = ops.reshape(ops.cast(inputs, "float32"), (-1, pixels))
+        shape = tf.shape(inputs)
+        flat = tf.reshape(tf.cast(inputs, tf.float32), (shape[0], shape[1] * shape[2] * shape[3]))
         if self.mode == "percentile":
-            ordered = ops.sort(flat, axis=-1)
+            ordered = tf.sort(flat, axis=-1)
             lows = self._percentile(ordered, self.low / 100.0)
             highs = self._percentile(ordered, self.high / 100.0)
-            stretched = (flat - lows) / ops.maximum(highs - lows, 1.0) * 255.0
-            return ops.reshape(ops.clip(stretched, 0.0, 255.0), shape)
+            stretched = (flat - lows) / tf.maximum(highs - lows, 1.0) * 255.0
+            return tf.reshape(tf.clip_by_value(stretched, 0.0, 255.0), shape)
         levels = tf.cast(tf.clip_by_value(tf.round(flat), 0.0, 255.0), tf.int32)
         counts = tf.math.bincount(levels, minlength=256, maxlength=256, axis=-1, dtype=tf.float32)
-        cdf = tf.cumsum(counts, axis=-1) / float(pixels)
+        cdf = tf.cumsum(counts, axis=-1) / tf.cast(tf.shape(flat)[-1], tf.float32)
         equalised = tf.gather(cdf, levels, batch_dims=1) * 255.0
         return tf.reshape(equalised, shape)
 

@@ -82,8 +82,10 @@ class RandomResizedCrop(keras.layers.Layer):
         top = tf.random.uniform((count,), seed=None if seed is None else seed + 2) * (1.0 - height)
         left = tf.random.uniform((count,), seed=None if seed is None else seed + 3) * (1.0 - width)
         boxes = tf.stack([top, left, top + height, left + width], axis=1)
-        size = tf.shape(images)[1:3]
-        return tf.image.crop_and_resize(images, boxes, tf.range(count), size)
+        static = images.shape[1:3]
+        size = tuple(int(side) for side in static) if static.is_fully_defined() else tf.shape(images)[1:3]
+        cropped = tf.image.crop_and_resize(images, boxes, tf.range(count), size)
+        return tf.ensure_shape(cropped, images.shape)  # the model after it needs the static size
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -77,3 +77,19 @@ def test_settings_reach_the_pipeline_the_loss_and_the_command_line():
     no_augmentation = config_from_args(
         parser.parse_args(["train", "data", "--photometric", "0.7", "--no-augmentation"]), 150)
     assert no_augmentation.photometric == 0.0 and no_augmentation.random_crop == 0.0
+
+
+def test_augmented_batches_keep_their_static_shape_and_train_a_normalised_model():
+    """The model after the pipeline (fast_norm's normalisation, the stem) needs the static image size: a crop
+    that returned (None, None, None, 1) broke a real training run."""
+    from cxr import models
+    from cxr.training import build_augmentation, make_dataset
+
+    config = TrainingConfig(image_size=32, photometric=1.0, random_crop=0.3)
+    images = _images(8).astype(np.uint8)[..., 0]
+    data = make_dataset(images, np.arange(8) % 2, batch_size=4, training=True,
+                        augmentation=build_augmentation(config), seed=1)
+    assert tuple(data.element_spec[0].shape) == (None, 32, 32, 1)
+    model = models.build_model("fast_norm", (32, 32, 1))
+    models.compile_model(model, optimizer="adam")
+    assert np.isfinite(model.fit(data, epochs=1, verbose=0).history["loss"][0])
