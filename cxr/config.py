@@ -35,6 +35,9 @@ OPTIMIZERS = ("rmsprop", "adam", "sgd")
 SCHEDULES = ("constant", "plateau", "cosine")
 CLASS_WEIGHTINGS = ("none", "balanced")
 STRATEGIES = ("default", "mirrored", "multi-worker")
+THRESHOLD_RULES = ("youden", "sensitivity", "fixed")  # how run finalisation picks the decision threshold
+MIN_SENSITIVITY_RANGE = (0.5, 1.0)  # below 50 % a "sensitivity" target misses most pneumonia: use youden
+FIXED_THRESHOLD_RANGE = (0.0, 1.0)
 CLASS_NAMES = ("normal", "pneumonia")  # label 0, label 1
 
 
@@ -142,6 +145,10 @@ class TrainingConfig(_Settings):
     strategy: str = "default"  # tf.distribute strategy: default, mirrored, multi-worker
     max_batches_per_epoch: int | None = None  # for smoke tests and benchmarks; None = whole epoch
     weights: str = "imagenet"  # transfer backbones only: "imagenet", "none" (random start) or a file path
+    # The decision threshold, chosen on the validation split at the end of the run (never on test):
+    threshold_rule: str = "youden"  # max sensitivity + specificity - 1: no preference between the two errors
+    min_sensitivity: float = 0.95  # "sensitivity" rule: the highest threshold keeping validation sensitivity >= this
+    fixed_threshold: float = 0.5  # "fixed" rule: the tutorial's cut-off, whatever the validation scores
 
     def __post_init__(self) -> None:
         self._plain_numbers()
@@ -177,6 +184,15 @@ class TrainingConfig(_Settings):
                              f"{self.weights!r}.")
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a model name such as 'fast' or 'seed'; received {self.model!r}.")
+        check_choice("threshold_rule", self.threshold_rule, THRESHOLD_RULES)
+        check_range("min_sensitivity", self.min_sensitivity, MIN_SENSITIVITY_RANGE)
+        check_range("fixed_threshold", self.fixed_threshold, FIXED_THRESHOLD_RANGE)
+
+    def threshold_settings(self) -> dict[str, Any]:
+        """The keyword arguments of run finalisation (``threshold_rule``, ``min_sensitivity``,
+        ``fixed_threshold``) that decide how the threshold is chosen on validation."""
+        return {"threshold_rule": self.threshold_rule, "min_sensitivity": self.min_sensitivity,
+                "fixed_threshold": self.fixed_threshold}
 
 
 # Presets: named starting points the UI and the command line offer.

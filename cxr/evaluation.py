@@ -35,9 +35,9 @@ from cxr.calibration import (
     reliability_curve,
     to_logits,
 )
-from cxr.config import CLASS_NAMES
+from cxr.config import CLASS_NAMES, THRESHOLD_RULES
 
-THRESHOLD_RULES = ("youden", "sensitivity", "fixed")
+# THRESHOLD_RULES (youden, sensitivity, fixed) comes from cxr.config: TrainingConfig.threshold_rule.
 DEFAULT_THRESHOLD = 0.5  # the tutorial's (and Keras') implicit threshold
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 1000  # enough for a stable 95 % percentile interval; ~0.1 s for 624 images
@@ -569,6 +569,7 @@ def finalize_run(
     test_score,
     threshold_rule: str = "youden",
     min_sensitivity: float | None = None,
+    fixed_threshold: float = DEFAULT_THRESHOLD,
     val_logits=None,
     test_logits=None,
 ) -> dict:
@@ -617,7 +618,8 @@ def finalize_run(
     val_calibrated = apply_temperature(val_raw, temperature, logits=val_z)
     try:
         threshold = choose_threshold(
-            val_labels, val_calibrated, threshold_rule, min_sensitivity=min_sensitivity
+            val_labels, val_calibrated, threshold_rule, min_sensitivity=min_sensitivity,
+            fixed_threshold=fixed_threshold,
         )
         rule_used = threshold_rule
     except ValueError as error:

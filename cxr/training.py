@@ -591,8 +591,9 @@ def _fallback_metrics(run_dir: Path, results: dict[str, tuple[np.ndarray, np.nda
     return metrics
 
 
-def finish_run(run_dir: Path, model, arrays: dict, batch_size: int) -> dict:
-    """Save ``model.keras`` and evaluate on validation and test (``cxr.evaluation.finalize_run``)."""
+def finish_run(run_dir: Path, model, arrays: dict, batch_size: int, threshold_settings: dict | None = None) -> dict:
+    """Save ``model.keras`` and evaluate on validation and test (``cxr.evaluation.finalize_run``), choosing
+    the threshold by ``threshold_settings`` (``TrainingConfig.threshold_settings()``)."""
     temporary = run_dir / ".model.tmp.keras"
     try:
         model.save(str(temporary))
@@ -620,7 +621,7 @@ def finish_run(run_dir: Path, model, arrays: dict, batch_size: int) -> dict:
     empty = (np.zeros(0, np.int64), np.zeros(0))
     return finalize_run(run_dir, val_true=results["val"][0], val_score=results["val"][1],
                         test_true=results.get("test", empty)[0], test_score=results.get("test", empty)[1],
-                        val_logits=logits["val"], test_logits=logits.get("test"))
+                        val_logits=logits["val"], test_logits=logits.get("test"), **(threshold_settings or {}))
 
 
 @dataclass
@@ -754,7 +755,7 @@ def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chie
         model.load_weights(str(run_dir / runs.BEST_WEIGHTS_FILE))
     metrics = None
     if chief:
-        metrics = finish_run(run_dir, model, arrays, config.batch_size)
+        metrics = finish_run(run_dir, model, arrays, config.batch_size, config.threshold_settings())
         runs.write_status(run_dir, state="finished", eta_seconds=None, batch=steps_per_epoch,
                           epoch=epochs_done, message=f"finished after {epochs_done} epochs")
     else:

@@ -21,7 +21,12 @@ import re
 import sys
 from pathlib import Path
 
+from cxr.commands.config_flags import add_config_flags, overrides_from_args
+from cxr.config import TrainingConfig
+from cxr.errors import CxrError
+
 USAGE_ERROR = 2
+THRESHOLD_FIELDS = ("threshold_rule", "min_sensitivity", "fixed_threshold")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder for figures and reports (default: the run's folder; other models save only with this)",
     )
     parser.add_argument("--no-figures", action="store_true", help="print the report only")
+    add_config_flags(parser, TrainingConfig, THRESHOLD_FIELDS,
+                     title="threshold of a run (TrainingConfig fields; given, the run's threshold is chosen "
+                           "again on its validation split and saved)")
     parser.set_defaults(handler=run_evaluate)
 
 
@@ -77,7 +85,44 @@ def _figures(out: Path, prefix: str, y_true, y_score, metrics: dict) -> list[Pat
     return written
 
 
-def _finalize_from_dataset(folder: Path, predictor) -> dict:
+def run_settings(folder: Path) -> TrainingConfig:
+    """The run's TrainingConfig as saved in its config.json (fields added since take their defaults)."""
+    from cxr import runs
+
+    return TrainingConfig.from_dict(runs.read_config(folder).get("training") or {})
+
+
+def save_threshold_settings(folder: Path, settings: TrainingConfig) -> None:
+    """Record the threshold fields in the run's config.json, so a later finalisation uses them too."""
+    from cxr import evaluation, runs
+
+    config = runs.read_config(folder)
+    config["training"] = {**(config.get("training") or {}),
+                          **{name: getattr(settings, name) for name in THRESHOLD_FIELDS}}
+    evaluation.write_json_atomic(folder / "config.json", config)
+
+
+def refinalize_from_predictions(folder: Path, settings: TrainingConfig) -> dict | None:
+    """Choose the threshold again (and refit the temperature) from the run's predictions.csv, without the
+    model or the data set; ``None`` when the run has no such file."""
+    import pandas as pd
+
+    from cxr import evaluation
+
+    path = folder / "predictions.csv"
+    if not path.is_file():
+        return None
+    predictions = pd.read_csv(path)
+    if "y_score_raw" not in predictions.columns:
+        return None
+    val, test = predictions[predictions["split"] == "val"], predictions[predictions["split"] == "test"]
+    return evaluation.finalize_run(
+        folder, val_true=val["y_true"].to_numpy(), val_score=val["y_score_raw"].to_numpy(),
+        test_true=test["y_true"].to_numpy() if len(test) else None,
+        test_score=test["y_score_raw"].to_numpy() if len(test) else None, **settings.threshold_settings())
+
+
+def _finalize_from_dataset(folder: Path, predictor, settings: TrainingConfig) -> dict:
     """Compute a run's metrics.json from its model and its data set's val/test splits."""
     import numpy as np
 
@@ -89,7 +134,6 @@ def _finalize_from_dataset(folder: Path, predictor) -> dict:
     if not reference or not Path(reference).is_dir():
         reference = config["dataset"]
     dataset = load_dataset(reference, verify=False)
-    training = config.get("training") or {}
     val_logits = predictor.raw_logits(dataset.images("val"))
     has_test = "test" in dataset.splits
     test_logits = predictor.raw_logits(dataset.images("test")) if has_test else np.zeros(0)
@@ -101,10 +145,9 @@ def _finalize_from_dataset(folder: Path, predictor) -> dict:
         val_score=sigmoid(val_logits),
         test_true=dataset.labels("test") if has_test else None,
         test_score=sigmoid(test_logits) if has_test else None,
-        threshold_rule=training.get("threshold_rule", "youden"),
-        min_sensitivity=training.get("min_sensitivity"),
         val_logits=val_logits,
         test_logits=test_logits if has_test else None,
+        **settings.threshold_settings(),
     )
 
 
@@ -123,6 +166,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model)
     folder = predictor.folder
     is_run = folder is not None and (folder / "config.json").is_file()
+    threshold_overrides = overrides_from_args(args, TrainingConfig)
+    if threshold_overrides:
+        if not is_run:
+            raise CxrError(
+                f"--threshold-rule, --min-sensitivity and --fixed-threshold choose a run's threshold on its "
+                f"validation split; {predictor.source} is not a run. Pass --model RUN_ID (see `cxr runs`).")
+        settings = run_settings(folder).replace(**threshold_overrides)
+        had_external = bool((predictor.metrics or {}).get("external"))
+        metrics = refinalize_from_predictions(folder, settings)
+        if metrics is None:
+            metrics = _finalize_from_dataset(folder, predictor, settings)
+        save_threshold_settings(folder, settings)
+        print(f"threshold chosen again on validation: {metrics['threshold']:.4f} [{metrics['threshold_rule']}]")
+        if had_external:
+            print("note: external validations were made at the previous threshold and were dropped; run "
+                  "`cxr evaluate --data …` again.")
+        predictor = Predictor.load(folder)
     out = Path(args.output).expanduser() if args.output else (folder if is_run else None)
     print(
         f"model: {predictor.source} ({predictor.image_size} px; threshold {predictor.threshold:.4f} "
@@ -142,7 +202,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 )
                 return USAGE_ERROR
             print("no metrics.json yet: evaluating the run's validation and test splits ...")
-            metrics = _finalize_from_dataset(folder, predictor)
+            metrics = _finalize_from_dataset(folder, predictor, run_settings(folder))
         print(evaluation.format_run_metrics(metrics))
         if out is not None and folder is not None and not args.no_figures and (folder / "predictions.csv").is_file():
             predictions = pd.read_csv(folder / "predictions.csv")

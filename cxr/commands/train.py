@@ -13,23 +13,8 @@ from pathlib import Path
 
 from cxr import config as settings
 from cxr import runs
+from cxr.commands.config_flags import add_config_flags, overrides_from_args
 from cxr.errors import RunError
-
-# Command-line flag -> TrainingConfig field, for the plain numeric and choice settings.
-FLAGS = {
-    "model": "model", "image_size": "image_size", "epochs": "epochs", "batch_size": "batch_size",
-    "optimizer": "optimizer", "learning_rate": "learning_rate", "schedule": "schedule",
-    "class_weighting": "class_weighting", "dropout": "dropout_rate", "patience": "early_stopping_patience",
-    "rotation": "rotation_degrees", "zoom": "zoom", "width_shift": "width_shift",
-    "height_shift": "height_shift", "validation_fraction": "validation_fraction", "strategy": "strategy",
-    "max_batches": "max_batches_per_epoch", "weights": "weights", "brightness": "brightness",
-    "contrast": "contrast", "photometric": "photometric", "random_crop": "random_crop",
-    "label_smoothing": "label_smoothing",
-}
-
-
-def _seed(text: str) -> int | None:
-    return None if text.lower() == "none" else int(text)
 
 
 def register(subparsers) -> None:
@@ -40,39 +25,9 @@ def register(subparsers) -> None:
     parser.add_argument("dataset", nargs="?", help="data set name or path (not needed with --resume/--run)")
     parser.add_argument("--preset", choices=tuple(settings.PRESETS), default="fast",
                         help="starting settings: 'tutorial' (the seed recipe) or 'fast' (default)")
-    parser.add_argument("--model", help="a name of cxr.models.model_names(), e.g. fast or efficientnet_lite0")
-    parser.add_argument("--image-size", type=int, help="default: the data set's image size")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--optimizer", choices=settings.OPTIMIZERS)
-    parser.add_argument("--learning-rate", type=float)
-    parser.add_argument("--schedule", choices=settings.SCHEDULES)
-    parser.add_argument("--class-weighting", choices=settings.CLASS_WEIGHTINGS)
-    parser.add_argument("--dropout", type=float)
-    parser.add_argument("--early-stopping", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs")
-    parser.add_argument("--rotation", type=float, help="augmentation: rotation in degrees (0 = off)")
-    parser.add_argument("--zoom", type=float, help="augmentation: zoom fraction (0 = off)")
-    parser.add_argument("--width-shift", type=float, help="augmentation: width shift fraction (0 = off)")
-    parser.add_argument("--height-shift", type=float, help="augmentation: height shift fraction (0 = off)")
-    parser.add_argument("--horizontal-flip", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--brightness", type=float,
-                        help="augmentation: ± fraction of full white added to every pixel (0 = off)")
-    parser.add_argument("--contrast", type=float,
-                        help="augmentation: contrast scaled by 1 ± this around the image mean (0 = off)")
-    parser.add_argument("--photometric", type=float,
-                        help="augmentation: gamma, blur/sharpen, noise, background level at random strengths "
-                             "up to this (0-1; 0 = off)")
-    parser.add_argument("--random-crop", type=float,
-                        help="augmentation: random resized crops removing up to this fraction of the area (0 = off)")
-    parser.add_argument("--label-smoothing", type=float, help="targets 0/1 become s/2 and 1 - s/2 (0 = off)")
+    add_config_flags(parser, settings.TrainingConfig, title="settings (TrainingConfig fields; unset ones come "
+                                                            "from --preset)")
     parser.add_argument("--no-augmentation", action="store_true", help="turn every augmentation off")
-    parser.add_argument("--validation-fraction", type=float)
-    parser.add_argument("--seed", type=_seed, default=argparse.SUPPRESS, help="integer, or 'none' for random")
-    parser.add_argument("--strategy", choices=settings.STRATEGIES,
-                        help="tf.distribute strategy; multi-worker reads the cluster from TF_CONFIG")
-    parser.add_argument("--max-batches", type=int, help="batches per epoch at most (smoke tests)")
-    parser.add_argument("--weights", help="transfer backbones: imagenet, none, or a weights file path")
     parser.add_argument("--run-dir", type=Path, help="write the run here instead of $CXR_HOME/runs/<new id>")
     parser.add_argument("--run", help=argparse.SUPPRESS)  # a run created by cxr.jobs: train its config
     parser.add_argument("--resume", metavar="RUN", help="continue a stopped or interrupted run")
@@ -84,23 +39,20 @@ def register(subparsers) -> None:
 
 def config_from_args(args: argparse.Namespace, image_size: int | None) -> settings.TrainingConfig:
     """The preset with the options given on the command line applied (validated by TrainingConfig)."""
-    overrides = {field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None}
+    overrides = overrides_from_args(args, settings.TrainingConfig)
     if "image_size" not in overrides and image_size is not None:
         overrides["image_size"] = int(image_size)
-    if args.early_stopping is not None:
-        overrides["early_stopping"] = args.early_stopping
-    if args.horizontal_flip is not None:
-        overrides["horizontal_flip"] = args.horizontal_flip
     if args.no_augmentation:
         overrides.update(rotation_degrees=0.0, zoom=0.0, width_shift=0.0, height_shift=0.0,
                          horizontal_flip=False, brightness=0.0, contrast=0.0, photometric=0.0, random_crop=0.0)
-    if hasattr(args, "seed"):
-        overrides["seed"] = args.seed
     return settings.preset(args.preset, **overrides)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from cxr import jobs, training
+    from cxr.tensorflow_loader import import_tensorflow
+
+    import_tensorflow()  # before cxr.training touches Keras, so its start-up lines are held back
 
     # SIGTERM (cxr.jobs.stop's fallback, a scheduler, `kill`) finishes the batch and saves.
     training.install_stop_signal_handler()
