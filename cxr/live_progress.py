@@ -63,8 +63,9 @@ class BatchTimer:
         if self.session_batches == 1:
             return  # graph tracing and compilation: not what the next batches will cost
         if self._first_of_epoch and self.epochs_begun > 1:
-            if self.recent:
-                self.first_batch_extra = max(0.0, seconds - self.seconds_per_batch())
+            typical = self.seconds_per_batch()
+            if typical is not None:
+                self.first_batch_extra = max(0.0, seconds - typical)
             self._first_of_epoch = False
             return
         self._first_of_epoch = False

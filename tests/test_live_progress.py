@@ -54,6 +54,20 @@ def test_measured_validation_and_the_next_epochs_first_batch_are_counted():
     assert validating == pytest.approx(3.0)
 
 
+def test_short_epochs_give_an_estimate_after_enough_epochs_without_failing():
+    # Two batches an epoch (a tiny data set): each epoch's first batch is not a typical one, so one batch an
+    # epoch is measured; the timer must not fail before it has enough of them (it raised a TypeError).
+    timer, now = BatchTimer(), 0.0
+    estimates = []
+    for _ in range(4):
+        timer.epoch_begin(now)
+        for seconds in (0.5, 0.1):
+            now += seconds
+            timer.batch_end(now)
+        estimates.append(timer.seconds_left(batches_left=0, epochs_left=1, steps_per_epoch=2, validation_batches=1))
+    assert estimates[:2] == [None, None] and estimates[2] is not None
+
+
 def test_batch_log_round_trip_ignores_an_unfinished_line_and_truncates(tmp_path):
     run_dir = runs.new_run("tiny", tiny_config())
     log = BatchLog(run_dir)
