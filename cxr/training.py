@@ -149,11 +149,22 @@ def _patient_groups(dataset, split: str) -> np.ndarray | None:
     return None
 
 
+def _import_fraction(dataset) -> float | None:
+    """The validation fraction an imported data set's "val" split was carved at (None: not known)."""
+    info = getattr(dataset, "info", None)
+    try:
+        return float(info["data_config"]["validation_fraction"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
 def training_arrays(dataset, config: TrainingConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train", "val", ["test"]: (images (n, s, s) uint8, labels (n,) int64)}`` for ``config``.
 
-    Uses the data set's own "val" split when it has one (carved by patient at import), otherwise
-    carves ``config.validation_fraction`` of train, by patient when ids are known."""
+    Uses the data set's own "val" split when it has one and it was carved (by patient, at import) at
+    ``config.validation_fraction``; an imported split carved at another fraction is pooled with train
+    and re-split at the fraction asked. Without a "val" split, carves ``config.validation_fraction``
+    of train. Re-splits and carves are by patient when ids are known, stratified by class."""
     if int(dataset.image_size) != config.image_size:
         raise DatasetError(f"Data set {dataset.name!r} holds {dataset.image_size} px images but the "
                            f"training settings ask for image_size={config.image_size}. Set image_size to "
@@ -161,7 +172,21 @@ def training_arrays(dataset, config: TrainingConfig) -> dict[str, tuple[np.ndarr
     splits = tuple(dataset.splits)
     images, labels = dataset.images("train"), np.asarray(dataset.labels("train")).astype(np.int64)
     arrays = {}
-    if "val" in splits:
+    if "val" in splits and _import_fraction(dataset) not in (None, config.validation_fraction):
+        # The control asks for another validation share than the import carved: pool and re-split.
+        val_images, val_labels = dataset.images("val"), np.asarray(dataset.labels("val")).astype(np.int64)
+        train_groups, val_groups = _patient_groups(dataset, "train"), _patient_groups(dataset, "val")
+        groups = None
+        if train_groups is not None and val_groups is not None:
+            groups = np.concatenate([train_groups.astype(str), val_groups.astype(str)])
+        images, labels = np.concatenate([images, val_images]), np.concatenate([labels, val_labels])
+        train_index, validation_index = split_validation(labels, config.validation_fraction, config.seed, groups)
+        arrays["train"] = (images[train_index], labels[train_index])
+        arrays["val"] = (images[validation_index], labels[validation_index])
+        print(f"validation: train and val of {dataset.name!r} (carved at {_import_fraction(dataset)} on import) "
+              f"re-split by patient at {config.validation_fraction}: {len(validation_index)} validation images",
+              flush=True)
+    elif "val" in splits:
         arrays["train"] = (images, labels)
         arrays["val"] = (dataset.images("val"), np.asarray(dataset.labels("val")).astype(np.int64))
     else:

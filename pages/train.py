@@ -164,7 +164,9 @@ def advanced_settings() -> None:
         columns = st.columns(3)
         columns[0].slider("Validation fraction", *VALIDATION_FRACTION_RANGE, step=0.05,
                           key=setting_key("validation_fraction"),
-                          help="Share of train held out (by patient) when the data set has no validation split.")
+                          help="Share held out for validation, by patient and per class. An imported data set's "
+                               "own split is used when it was made at this fraction; otherwise train and "
+                               "validation are re-split at this fraction (test is never touched).")
         columns[1].number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key=setting_key("seed"),
                                 help="Fixes the random start, the shuffling and the augmentation: the same seed, "
                                      "settings and data give the same run on a CPU.")
