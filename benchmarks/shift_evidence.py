@@ -1,0 +1,71 @@
+"""What the bundled model's errors on Kermany's test normals go with: an analysis, not a choice.
+
+    python benchmarks/shift_evidence.py [--model models/default] [--dataset chest_xray-150]
+
+Scores validation and test with the model as it is and with the outer frame (19 px at 150 px) of every
+image replaced by that image's median grey level (no body outline, arms or collimation edge to read), the
+threshold refitted on validation for each variant by the sens95 rule (temperature 1: thresholds are on
+the raw score). Prints AUC and sensitivity/specificity per split, and for each split's normals the
+Spearman correlation of the model's score with the image's 5th-percentile grey level (the background).
+Test is read here for analysis only; nothing in this script chooses a model or a threshold for shipping.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cxr.config import preset  # noqa: E402
+from cxr.datasets import load_dataset  # noqa: E402
+from cxr.evaluation import choose_threshold, roc_auc  # noqa: E402
+from cxr.training import training_arrays  # noqa: E402
+
+FRAME = 19
+
+
+def frame_masked(images: np.ndarray) -> np.ndarray:
+    out = images.copy()
+    medians = np.median(images.reshape(len(images), -1), axis=1).astype(images.dtype)
+    mask = np.ones(images.shape[1:], bool)
+    mask[FRAME:-FRAME, FRAME:-FRAME] = False
+    out[:, mask] = medians[:, None]
+    return out
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ranks = [np.argsort(np.argsort(values)).astype(float) for values in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def main() -> None:
+    from cxr.predict import load_model_file
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models/default")
+    parser.add_argument("--dataset", default="chest_xray-150")
+    arguments = parser.parse_args()
+    model = load_model_file(Path(arguments.model) / "model.keras")
+    dataset = load_dataset(arguments.dataset)
+    arrays = training_arrays(dataset, preset("fast", image_size=dataset.image_size))
+    for variant, transform in (("as is", lambda x: x), ("frame masked", frame_masked)):
+        scores = {split: model.predict(transform(arrays[split][0])[..., None], batch_size=64, verbose=0).ravel()
+                  for split in ("val", "test")}
+        threshold = choose_threshold(arrays["val"][1], scores["val"], "sensitivity", min_sensitivity=0.95)
+        for split in ("val", "test"):
+            labels, score = arrays[split][1], scores[split]
+            predicted = score >= threshold
+            normals = labels == 0
+            background = np.percentile(arrays[split][0].reshape(len(labels), -1), 5, axis=1)
+            print(f"{variant:<13} {split:<5} AUC {roc_auc(labels, score):.3f}  threshold {threshold:.3f}  "
+                  f"sens {predicted[labels == 1].mean():.3f}  spec {(~predicted[normals]).mean():.3f}  "
+                  f"normals: mean score {score[normals].mean():.3f}, "
+                  f"Spearman(score, 5th-percentile grey) {spearman(score[normals], background[normals]):+.2f}",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
