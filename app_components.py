@@ -18,7 +18,18 @@ from typing import Any
 
 import streamlit as st
 
-from cxr import paths
+from app_deployment import (  # noqa: F401 - re-exported: pages call them as ui.<name>
+    DEMO_REFUSED_PAGES,
+    KEY_LIMITER,
+    admit_prediction,
+    demo_mode,
+    demo_refusal,
+    demo_sidebar,
+    deployment,
+    read_only_reason,
+    threshold_editable,
+)
+from cxr import model_folders, paths
 
 LOGGER = logging.getLogger("cxr.app")
 
@@ -43,7 +54,6 @@ KEY_SHOW_ANYWAY = "predict_show_anyway_"  # + result index: show an outside imag
 KEY_COMPARE_RUNS = "compare_runs"  # runs chosen for the comparison chart
 KEY_TRAINING_CONFIG = "training_config"  # the Train page's settings as one TrainingConfig (Data's preview reads it)
 KEY_PRESET_CHOICE = "preset_choice"  # the preset chosen on Train, kept while its widget is not drawn
-KEY_LIMITER = "session_limiter"  # this session's cxr.session_limits.SessionLimiter (demo limits)
 SETTING_KEY_PREFIX = "setting_"  # Train page widgets: "setting_<TrainingConfig field>"
 
 DEFAULT_MODEL = "default"  # the Predict page's name for the bundled model
@@ -147,10 +157,7 @@ def page_refusal(key: str) -> str | None:
     if key in available_pages():
         return None
     if key in DEMO_REFUSED_PAGES and demo_mode():
-        return (f"**The {page_entry(key).label} page is not available on this public demo.** This server only "
-                "predicts with its ready models: it does not import data sets or train models, and it keeps "
-                "nothing you upload. To train your own model, run the app on your own computer (see the "
-                "project's README).")
+        return demo_refusal(page_entry(key).label)
     return f"The {page_entry(key).label} page is not available on this server."
 
 
@@ -295,19 +302,7 @@ def bundled_model_label() -> str:
 def model_metrics(choice: str) -> dict | None:
     """The ``metrics.json`` beside the model behind ``choice`` (``None`` when absent or unreadable), read
     without loading the model."""
-    import json
-
-    if choice == DEFAULT_MODEL:
-        path = paths.BUNDLED_MODEL_DIR / "metrics.json"
-    else:
-        from cxr import runs
-
-        path = Path(runs.run_path(choice)) / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if isinstance(metrics, dict) else None
+    return model_folders.metrics_of(choice)
 
 
 def model_choices() -> dict[str, str]:
@@ -490,100 +485,21 @@ def augment_examples(image: Any, config: Any, *, count: int, seed: int) -> list:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Deployment: public demo mode, per-session limits, the audit log (cxr.deployment, cxr.session_limits, cxr.audit).
-
-DEMO_REFUSED_PAGES = ("data", "train")  # absent from the demo's menu; their pages refuse direct links
-
-
-def deployment():
-    """The deployment the environment describes (``cxr.deployment.Deployment``), read on every call. A bad
-    setting stops the page with its message: a typo in ``CXR_MODE=demo`` must not open the full app to
-    strangers."""
-    from cxr import deployment as deployment_settings
-    from cxr.errors import DeploymentError
-
-    try:
-        return deployment_settings.from_environment()
-    except DeploymentError as error:
-        LOGGER.error("Invalid deployment setting: %s", error)
-        st.error(f"This server is misconfigured and serves no page until its operator fixes it: {error}",
-                 icon=":material/error:")
-        st.stop()
-
-
-def demo_mode() -> bool:
-    """Whether this server is a public demo (``CXR_MODE=demo``)."""
-    return deployment().demo
-
-
-def demo_sidebar() -> None:
-    """On a demo server, say so in the sidebar: what it does, what it does not do, this session's limits."""
-    settings = deployment()
-    if not settings.demo:
-        return
-    with st.sidebar:
-        st.info("**Public demo.** Try the ready models on your own chest X-rays. This demo does not train models "
-                "or import data sets, and it writes nothing you upload to disk: results live in this browser "
-                "tab until you close it (download them as CSV).", icon=":material/public:")
-        summary = session_limiter().summary()
-        if summary:
-            st.caption(summary)
-
-
-def session_limiter():
-    """This session's ``SessionLimiter`` (no limits in full mode). Made again when the limits change."""
-    from cxr.session_limits import SessionLimiter
-
-    limits = deployment().session_limits
-    limiter = st.session_state.get(KEY_LIMITER)
-    if limiter is None or limiter.limits != limits:
-        limiter = SessionLimiter(limits)
-        st.session_state[KEY_LIMITER] = limiter
-    return limiter
-
-
-def admit_prediction(contents: list[bytes], explain_method: str | None) -> bool:
-    """Whether this session may predict the images ``contents`` (their bytes) with ``explain_method`` now;
-    counts them when it may, shows the limit's message when it may not. Call it right before the model runs."""
-    decision = session_limiter().admit([len(data) for data in contents], explain=explain_method)
-    if not decision.allowed:
-        st.warning(decision.message, icon=":material/hourglass_top:")
-    return decision.allowed
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _model_file_sha256(path: str, version: float) -> str:
-    from cxr import audit
-
-    del version
-    return audit.file_sha256(path)
-
-
-def model_file_version(choice: str) -> str:
-    """The first 16 hex digits of the SHA-256 of the model file behind ``choice`` (the audit log's model version;
-    computed once per file and modification time)."""
-    if choice == DEFAULT_MODEL:
-        path = paths.BUNDLED_MODEL_DIR / "model.keras"
-    else:
-        from cxr import runs
-
-        path = Path(runs.run_path(choice)) / "model.keras"
-    return _model_file_sha256(str(path), model_version(choice))[:16]
+# The audit log, and Evaluate for the bundled model as for a run (cxr.model_folders says where the files are).
 
 
 def audit_predictions(choice: str, contents: list[bytes], results: list) -> None:
-    """One audit line per result when ``CXR_AUDIT_LOG`` is set (any mode). ``contents[i]`` are the bytes behind
-    ``results[i]``. A log that cannot be written is reported (server log and page) but hides no result."""
-    from cxr import audit
+    """One audit line per result of the model ``choice`` when ``CXR_AUDIT_LOG`` is set (app_deployment)."""
+    import app_deployment
 
-    log = audit.AuditLog.from_settings(deployment().audit)
-    if log is None:
-        return
-    try:
-        version = model_file_version(choice)
-        log.write([audit.record_of(result, data, model_id=choice, model_version=version)
-                   for data, result in zip(contents, results, strict=True)])
-    except (OSError, ValueError) as error:
-        LOGGER.error("Writing the audit log %s failed", log.path, exc_info=error)
-        st.warning("These predictions could not be recorded in the server's audit log; the operator can see why "
-                   "in the server log.", icon=":material/warning:")
+    app_deployment.audit_predictions(choice, model_folders.folder_of(choice) / "model.keras", contents, results)
+
+
+def evaluation_choices() -> dict[str, str]:
+    """Every model Evaluate can show, ``{choice: label}``: the bundled model first (when shipped with its
+    evaluation), then the runs (on a demo only those of ``CXR_DEMO_MODELS``), newest first."""
+    choices = {DEFAULT_MODEL: bundled_model_label()} if model_folders.metrics_of(DEFAULT_MODEL) else {}
+    for summary in list_runs():
+        state = run_state_of(summary)
+        choices[run_id_of(summary)] = run_label(summary) + ("" if state == "finished" else f" ({state})")
+    return choices

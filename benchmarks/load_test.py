@@ -3,6 +3,7 @@
     python benchmarks/load_test.py                      # 20 sessions, 60 s, a tiny training running meanwhile
     python benchmarks/load_test.py --sessions 40 --seconds 120 --model default   # the bundled model
     python benchmarks/load_test.py --model RUN_ID --no-training
+    python benchmarks/load_test.py --model default --explain gradcam --no-training   # what a demo server does
 
 What it drives: the prediction path behind the Predict page. Each session is a thread that, like a browser
 session, sends the bytes of its own upload (a PNG) to ONE ``cxr.predict.Predictor`` shared by all threads (as
@@ -114,7 +115,7 @@ class LoadReport:
 
 
 def run_load(predictor, uploads: list[bytes], expected: list[float], *, seconds: float,
-             tolerance: float = 1e-6) -> LoadReport:
+             tolerance: float = 1e-6, explain: str | None = None) -> LoadReport:
     """Run ``len(uploads)`` sessions against the shared ``predictor`` for ``seconds``.
 
     Session ``i`` sends ``uploads[i]`` named ``session-i-k.png`` (k = its request number) again and again, and
@@ -145,7 +146,7 @@ def run_load(predictor, uploads: list[bytes], expected: list[float], *, seconds:
             name = f"session-{index}-{request}.png"
             began = time.perf_counter()
             try:
-                results = predictor.predict([uploads[index]], names=[name])
+                results = predictor.predict([uploads[index]], names=[name], explain=explain)
             except Exception as error:  # noqa: BLE001 - counted and reported, the session goes on
                 with lock:
                     report.errors += 1
@@ -241,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None,
                         help="'default' (bundled), a run id or a .keras file; default: a built-in 24 px test model")
     parser.add_argument("--no-training", action="store_true", help="do not run a training during the test")
+    parser.add_argument("--explain", choices=("gradcam", "shap"), default=None,
+                        help="a heat map with each prediction, as the Predict page makes (Grad-CAM there by default)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     # A temporary home unless the model is a run id (found in the real one); the background run goes there too.
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id = start_background_training(args.seconds)
         wait_training_running(run_id)
     shared = make_predictor()  # fresh and cold, as st.cache_resource hands it to the first sessions
-    report = run_load(shared, uploads, expected, seconds=args.seconds)
+    report = run_load(shared, uploads, expected, seconds=args.seconds, explain=args.explain)
     if run_id is not None:
         status = runs.read_status(run_id)
         report.training = {"run": run_id, "state_at_end": status["state"], "epoch": status.get("epoch"),
