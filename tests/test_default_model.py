@@ -52,7 +52,15 @@ def test_default_predictor_loads_in_safe_mode_with_threshold_and_temperature(pre
     assert predictor.threshold == pytest.approx(metrics["threshold"])
     assert predictor.temperature > 0 and predictor.temperature == pytest.approx(metrics["temperature"])
     assert metrics["threshold_chosen_on"].startswith("validation")
-    assert predictor.model.get_layer("logit") is not None  # temperature scaling needs the logit
+    # Temperature scaling needs the logit: a one-unit layer whose sigmoid is the model's output.
+    from cxr.models import logit_model
+
+    assert predictor.model.get_layer("logit").output.shape[-1] == 1
+    images = np.load(DEFAULT_FOLDER / "background.npy", allow_pickle=False)[:4, ..., np.newaxis]
+    logits = np.asarray(logit_model(predictor.model).predict(images, verbose=0), np.float64).reshape(-1)
+    outputs = np.asarray(predictor.model.predict(images, verbose=0), np.float64).reshape(-1)
+    np.testing.assert_allclose(outputs, 1.0 / (1.0 + np.exp(-logits)), atol=1e-5)
+    assert np.ptp(logits) > 0  # four training images, four different logits: a real comparison
 
 
 def test_background_is_a_training_sample_at_the_model_size(predictor):
@@ -89,7 +97,9 @@ def test_default_model_predicts_a_real_xray(predictor):
         pytest.skip(f"real data not found at {SHARED_DATA}")
     (result,) = predictor.predict([REAL_NORMAL], explain="gradcam")
     assert result.ok, result.error
-    assert 0.0 <= result.probability <= 1.0
+    # The calibrated probability is sigmoid(logit / temperature) of the image the model saw.
+    (logit,) = predictor.raw_logits(result.image[np.newaxis])
+    assert result.probability == pytest.approx(1.0 / (1.0 + np.exp(-logit / predictor.temperature)), abs=1e-6)
     assert result.label == ("pneumonia" if result.probability >= result.threshold else "normal")
     assert result.heatmap.shape == (predictor.image_size, predictor.image_size)
 

@@ -210,9 +210,19 @@ def test_binary_metrics_structure_and_values():
     assert metrics["prior"] == pytest.approx(labels.mean())
     assert metrics["sensitivity"]["value"] == pytest.approx(counts["tp"] / (counts["tp"] + counts["fn"]))
     assert metrics["npv"]["value"] == pytest.approx(counts["tn"] / (counts["tn"] + counts["fn"]))
-    for key in ("accuracy", "sensitivity", "specificity", "ppv", "npv"):
+    from scipy.stats import binomtest
+
+    for key, (successes, total) in {
+        "accuracy": (counts["tp"] + counts["tn"], 120),
+        "sensitivity": (counts["tp"], counts["tp"] + counts["fn"]),
+        "specificity": (counts["tn"], counts["tn"] + counts["fp"]),
+        "ppv": (counts["tp"], counts["tp"] + counts["fp"]),
+        "npv": (counts["tn"], counts["tn"] + counts["fn"]),
+    }.items():
         entry = metrics[key]
-        assert entry["low"] <= entry["value"] <= entry["high"]
+        wilson = binomtest(successes, total).proportion_ci(confidence_level=0.95, method="wilson")
+        assert (entry["successes"], entry["total"]) == (successes, total), key
+        assert (entry["low"], entry["high"]) == pytest.approx((wilson.low, wilson.high), abs=1e-9), key
     json.dumps(metrics, allow_nan=False)  # JSON-ready
     text = evaluation.format_metrics(metrics, title="test")
     assert "PPV" in text and f"prior {100 * labels.mean():.1f} %" in text

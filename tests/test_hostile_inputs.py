@@ -218,20 +218,28 @@ def test_uploaded_data_set_with_a_path_in_its_name_stays_inside_the_data_folder(
     assert not outside
 
 
-@pytest.mark.parametrize("entry", ["../escape.png", "/abs/escape.png"])
-def test_hostile_zip_under_an_existing_name_leaves_the_stored_data_set_intact(stored, cxr_home, tmp_path, entry):
+@pytest.mark.parametrize("entry, message", [("../escape.png", "outside its folder"),
+                                            ("/abs/escape.png", "absolute path")])
+def test_hostile_zip_under_an_existing_name_leaves_the_stored_data_set_intact(stored, cxr_home, tmp_path, entry,
+                                                                              message):
     """A refused import never damages what is stored under the same name (the cache is swapped in only after
-    a complete, valid import)."""
+    a complete, valid import). The zip is a valid data set but for the one hostile entry."""
     before = datasets.load_dataset("tiny").images("train").copy()
-    path = tmp_path / "hostile.zip"
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("data/train/normal/a.png", encode(gradient(), ".png"))
-        archive.writestr(entry, encode(gradient(), ".png"))
-    with pytest.raises(DatasetError):
+    source = write_folder(tmp_path / "source")
+    clean, path = tmp_path / "clean.zip", tmp_path / "hostile.zip"
+    for target, extra in ((clean, None), (path, entry)):
+        with zipfile.ZipFile(target, "w") as archive:
+            for file in sorted(source.rglob("*.png")):
+                archive.write(file, "data/" + file.relative_to(source).as_posix())
+            if extra:
+                archive.writestr(extra, encode(gradient(), ".png"))
+    with pytest.raises(DatasetError, match=message):
         datasets.import_dataset(path, name="tiny", config=DataConfig(image_size=32))
     assert files_under(cxr_home) == stored["before"]
     np.testing.assert_array_equal(datasets.load_dataset("tiny").images("train"), before)
     assert not (tmp_path / "escape.png").exists() and not Path("/abs/escape.png").exists()
+    # Without the hostile entry the same zip imports: the refusal above was that entry's.
+    assert datasets.import_dataset(clean, name="control", config=DataConfig(image_size=32)).num_images == 24
 
 
 def test_thousands_of_non_image_files_among_a_few_images_are_skipped_quickly(tmp_path):

@@ -6,10 +6,11 @@ import json
 
 import keras
 import numpy as np
+import pandas as pd
 import pytest
 from helpers_training import synthetic_dataset, tiny_config
 
-from cxr import runs, training
+from cxr import evaluation, runs, training
 from cxr.errors import DatasetError
 
 
@@ -36,7 +37,13 @@ def test_run_directory_is_complete_and_valid():
     assert runs.read_checkpoint_info(run_dir)["plateau"] is not None
     assert runs.read_config(run_dir)["training"] == config.to_dict()
     metrics = runs.read_metrics(run_dir)
-    assert 0 <= metrics["threshold"] <= 1 and "validation" in metrics and "test" in metrics
+    # 48 train images less 12 (0.25) for validation; the 16 test images. The threshold is Youden's on the
+    # calibrated validation scores that predictions.csv holds.
+    assert (metrics["validation"]["n"], metrics["test"]["n"]) == (12, 16)
+    predictions = pd.read_csv(run_dir / "predictions.csv")
+    validation = predictions[predictions["split"] == "val"]
+    assert metrics["threshold"] == pytest.approx(
+        evaluation.choose_threshold(validation["y_true"], validation["y_score"], "youden"))
     model = keras.models.load_model(run_dir / runs.MODEL_FILE, safe_mode=True)
     images = dataset.images("test")[:3, ..., None]  # raw uint8 in
     assert model.predict(images, verbose=0).shape == (3, 1)
@@ -199,7 +206,8 @@ def test_validation_split_is_stratified_and_keeps_patients_together():
     assert len(train_index) + len(validation_index) == 60
     assert set(groups[train_index]).isdisjoint(groups[validation_index])
     assert set(labels[validation_index]) == {0, 1}
-    assert 0.15 <= len(validation_index) / 60 <= 0.35
+    # Per class, round(0.25 x patients) patients of two images: class 0 round(2.5) = 2 of 10, class 1 5 of 20.
+    assert np.bincount(labels[validation_index]).tolist() == [4, 10]
     with pytest.raises(DatasetError, match="Class 0"):
         training.split_validation(np.array([0, 1, 1, 1]), 0.25, seed=0)
 
