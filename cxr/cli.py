@@ -15,7 +15,7 @@ import importlib
 import sys
 
 # Order shown in --help.
-COMMAND_MODULES = ("data", "train", "runs", "stop", "evaluate", "predict", "bench")
+COMMAND_MODULES = ("data", "train", "runs", "stop", "evaluate", "predict", "export", "bench")
 USAGE_ERROR = 2
 
 
