@@ -121,8 +121,16 @@ def sample_gallery(dataset) -> None:
             continue
         chosen = generator.choice(indices, size=min(SAMPLES_PER_CLASS, len(indices)), replace=False)
         files = dataset.manifest[dataset.manifest["split"] == split]["file"].tolist()
-        captions = [files[i] if i < len(files) else f"#{i}" for i in chosen]
+        captions = [breakable(files[i].rsplit("/", 1)[-1]) if i < len(files) else f"image {i + 1}" for i in chosen]
         st.image([images[i] for i in chosen], caption=captions, width=150)
+
+
+def breakable(name: str) -> str:
+    """A file name that wraps between its parts ("person1_virus_6.jpeg" after "_", "-" and "."), not in the
+    middle of a word, under a 150 px image: a zero-width space after each separator."""
+    for separator in ("_", "-", "."):
+        name = name.replace(separator, separator + "\u200b")
+    return name
 
 
 def distributions(dataset) -> None:

@@ -78,7 +78,7 @@ def restore_settings() -> None:
 def essential_settings() -> None:
     """What Teachable Machine shows too: the network, epochs, batch size and learning rate."""
     names = models.model_names()
-    columns = st.columns(4)
+    columns = st.columns([1.6, 1, 1, 1])  # the model's description needs the room
     columns[0].selectbox("Model", names, key=setting_key("model"),
                          format_func=lambda name: f"{name}: {models.MODEL_DESCRIPTIONS.get(name, '')}",
                          help="The network to train. fast trains an epoch of the Kermany set in about 20 s on "
@@ -328,7 +328,7 @@ def ended_section(run_id: str, status: dict, finished: int) -> None:
             st.rerun()
 
 
-def run_panel(run_id: str, label: str) -> None:
+def run_panel(run_id: str, name: str) -> None:
     """Status, progress, charts and the Stop/Resume/Evaluate buttons of one run (the live fragment's body)."""
     status = runs.read_status(run_id)
     state = status.get("state")
@@ -341,7 +341,7 @@ def run_panel(run_id: str, label: str) -> None:
     if previous_state is not None and previous_state != state:
         st.rerun()
     finished = stopped_runs.finished_epochs(run_id)
-    st.markdown(f"**{label}** — {run_text.state_text(status, finished)}")
+    st.markdown(f"**{name}** — {run_text.state_text(status, finished)}")
     if state == "queued":
         position = jobs.queue_position(run_id)
         st.info(f"Waiting in the queue{f': position {position}' if position else ''}. It starts by itself when "
@@ -390,16 +390,18 @@ def follow_section(summaries: list, labels: dict) -> None:
         active = [run_id for run_id in ids if states[run_id] in ui.ACTIVE_STATES]
         followed = active[0] if active else ids[0]
     # No widget key: KEY_FOLLOWED_RUN stays a plain value that Start and Resume may set at any time.
-    run_id = st.selectbox("Run to follow", ids, index=ids.index(followed), format_func=labels.get,
+    run_id = st.selectbox("Run to follow", ids, index=ids.index(followed),
+                          format_func=lambda choice: labels.get(choice, choice),
                           help="Runs are named by model, data set and start time (UTC), with their best "
                                "validation AUC.")
     st.session_state[ui.KEY_FOLLOWED_RUN] = run_id
+    names = {ui.run_id_of(summary): run_text.run_name(summary) for summary in summaries}
     active = runs.read_status(run_id).get("state") in ui.ACTIVE_STATES
 
     @st.fragment(run_every=REFRESH_SECONDS if active else None)
     def live_panel() -> None:
         with ui.guarded("Following the run"):
-            run_panel(run_id, labels.get(run_id, run_id))
+            run_panel(run_id, names[run_id])
 
     live_panel()
 
@@ -467,9 +469,12 @@ def runs_section() -> None:
     st.markdown("**Compare runs**")
     ids = [ui.run_id_of(summary) for summary in summaries]
     default = [run_id for run_id in ids if run_id in st.session_state.get(ui.KEY_COMPARE_RUNS, [])] or ids[:2]
-    chosen = st.multiselect("Runs", ids, default=default, key=ui.KEY_COMPARE_RUNS, format_func=labels.get,
+    # No widget key: a label changes while its run trains (AUC, state), and a keyed multiselect then fails to
+    # restore its stored choice; the choice is kept as plain run ids instead.
+    chosen = st.multiselect("Runs", ids, default=default, format_func=lambda run_id: labels.get(run_id, run_id),
                             help="Their curves share one chart: one colour per run, solid for validation, "
                                  "dashed for train.")
+    st.session_state[ui.KEY_COMPARE_RUNS] = chosen
     metric = st.segmented_control("Metric", list(COMPARE_METRICS), default="auc",
                                   format_func=COMPARE_METRICS.get, key="compare_metric") or "auc"
     if chosen:

@@ -143,6 +143,15 @@ def test_augmentation_preview_shows_the_original_and_random_augmentations(app, t
     app.number_input[0].set_value(32)
     import_button(app).click()
     app.run()
+    # Gallery captions wrap between the parts of a file name, never inside one (a zero-width space after
+    # each separator), and show the name without its folder.
+    app.session_state["data_tab"] = "Sample images"
+    app.run()
+    captions = [image.caption for element in app.get("image") for image in element.proto.imgs]
+    assert captions and all("/" not in caption for caption in captions)
+    assert all(caption.replace("\u200b", "").startswith("train-") for caption in captions)
+    assert all(caption.count("\u200b") == 3 for caption in captions)  # train-|NORMAL-|0.|png
+
     # The session's one TrainingConfig (kept by the Train page) is the preview's starting point.
     from cxr.config import PRESETS
 

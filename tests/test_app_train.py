@@ -86,8 +86,8 @@ def test_start_follows_the_run_live_and_stop_stops_it(home, monkeypatch):
     assert started["dataset"] == "tiny"
     assert (config.epochs, config.image_size, config.model) == (3, 32, "fast")
     run_id = started["run_id"]
-    label = run_text.run_labels(runs.list_runs())[run_id]
-    assert any(markdown.value == f"**{label}** — Training" for markdown in at.markdown)
+    name = run_text.run_name(runs.summarize_run(run_id))
+    assert any(markdown.value == f"**{name}** — Training" for markdown in at.markdown)
     progress = at.get("progress")[0].proto
     assert progress.text == "Epoch 1 of 3 · batch 1 of 4 · about 30 s left"
     assert progress.value == 8  # a quarter of the first of three epochs: 1/12 of the run, in percent
@@ -310,3 +310,4 @@ def ui_lists_it(at, run_id) -> bool:
     import app_components as ui
 
     return run_id in ui.finished_runs_with_model()
+
