@@ -112,3 +112,11 @@ def test_runs_with_nothing_to_evaluate_are_refused_with_the_reason():
     runs.write_status(training_run, state="running", pid=None)
     with pytest.raises(RunError, match="only a stopped or interrupted run"):
         stopped_runs.finalize_stopped_run(training_run, dataset=dataset)
+
+
+def test_the_shell_entry_point_explains_a_refusal(capsys):
+    assert stopped_runs.main([]) == 2
+    run_dir = runs.new_run("tiny", tiny_config())
+    runs.write_status(run_dir, state="stopped")
+    assert stopped_runs.main([run_dir.name]) == 1
+    assert "before its first epoch ended" in capsys.readouterr().err

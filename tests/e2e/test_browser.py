@@ -4,17 +4,14 @@
 - Predict: upload a real X-ray, see P(pneumonia) and a heat map; times for 1 image (cold and warm) and
   20 images; a bad file gets its message in place;
 - Evaluate: the report, the confusion matrix and the curves of a finished run;
-- Data + Train: import a small folder through the page, start a tiny training, watch the epoch charts grow,
-  press Stop and see the run stopped.
+- Data + Train, Stop and the evaluation of a stopped run: see test_train_browser.py.
 Screenshots of each page go to test-artifacts/screenshots/.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +19,6 @@ from browser_helpers import (
     choose_option,
     record_timing,
     screenshot,
-    selectbox_text,
     wait_for_app_idle,
     xray_files,
 )
@@ -33,7 +29,6 @@ MODEL_SIZE = 64  # the prepared model's input size: big enough for a real X-ray 
 PREDICTED = re.compile(r"(\d+) of (\d+) image\(s\) predicted in ([\d.]+) s")
 HEAT_MAP_CAPTION = re.compile("— heat map$")
 VERDICT = re.compile("^(Pneumonia likely|Pneumonia unlikely|Uncertain — near the threshold)$")
-EPOCHS_DONE = re.compile(r"(\d+) epoch\(s\) finished")
 
 
 @pytest.fixture(scope="session")
@@ -147,73 +142,3 @@ def test_evaluate_shows_report_matrix_and_curves(page, app_server, finished_run)
     page.locator('[data-testid="stVegaLiteChart"]').nth(3).wait_for()
     assert page.locator('[data-testid="stVegaLiteChart"]').count() == 4
     screenshot(page, "04-evaluate")
-
-
-def make_png_folder(root: Path, per_class: int) -> Path:
-    import cv2
-
-    generator = np.random.default_rng(0)
-    for split, count in (("train", per_class), ("test", 10)):
-        for label, folder in enumerate(("NORMAL", "PNEUMONIA")):
-            (root / split / folder).mkdir(parents=True, exist_ok=True)
-            for index in range(count):
-                pixels = (generator.random((MODEL_SIZE, MODEL_SIZE)) * 160 + 60 * label).astype(np.uint8)
-                cv2.imwrite(str(root / split / folder / f"{folder.lower()}-{split}-{index}.png"), pixels)
-    return root
-
-
-def test_import_then_train_live_and_stop(page, app_server, cxr_home, tmp_path):
-    folder = make_png_folder(tmp_path / "xrays", per_class=300)
-    page.goto(f"{app_server['url']}/data")
-    page.get_by_role("heading", name="Data").first.wait_for()
-    page.get_by_role("textbox", name="Folder path on the server").fill(str(folder))
-    page.get_by_role("textbox", name="Name (optional)").fill("a-live-training")
-    size = page.get_by_role("spinbutton", name="Image size (pixels, square)")
-    size.fill(str(MODEL_SIZE))
-    size.press("Enter")
-    wait_for_app_idle(page)
-    page.get_by_role("button", name="Import", exact=True).click()
-    page.get_by_text("Imported data set").wait_for(timeout=120_000)
-    wait_for_app_idle(page)
-    screenshot(page, "02-data")
-
-    # Sidebar navigation keeps the session, so the Train page preselects the new data set.
-    page.get_by_role("link", name="Train").click()
-    page.get_by_role("heading", name="Train").first.wait_for()
-    wait_for_app_idle(page)
-    assert "a-live-training" in selectbox_text(page.locator('[data-testid="stSelectbox"]').first)
-    epochs = page.locator('input[type="range"][aria-label="Epochs"]')
-    epochs.focus()
-    epochs.press("End")  # 100 epochs: the run is still going when Stop is pressed
-    wait_for_app_idle(page)
-    page.locator('[data-testid="stCheckbox"]').filter(has_text=re.compile("^Early stopping$")).click()
-    wait_for_app_idle(page)
-    page.get_by_role("button", name="Start training", exact=True).click()
-
-    done = page.get_by_text(EPOCHS_DONE)
-    done.wait_for(timeout=180_000)
-    first_count = int(EPOCHS_DONE.search(done.inner_text()).group(1))
-    assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 4
-    deadline = time.monotonic() + 120
-    count = first_count
-    while count <= first_count and time.monotonic() < deadline:
-        page.wait_for_timeout(1000)
-        count = int(EPOCHS_DONE.search(done.inner_text()).group(1))
-    assert count > first_count, "the epoch charts did not grow"
-    screenshot(page, "03-train-live")
-
-    page.get_by_role("button", name="Stop", exact=True).click()
-    ended = page.get_by_text(re.compile(r"state: (stopped|finished|failed|interrupted)")).first
-    ended.wait_for(timeout=120_000)
-    statuses = [json.loads(path.read_text()) for path in (cxr_home / "runs").glob("*/status.json")]
-    assert "state: stopped" in ended.inner_text(), f"the run did not end as stopped: {statuses}"
-    # The live panel then redraws the whole page once, without its timer: Stop gives way to Resume.
-    page.get_by_role("button", name="Resume", exact=True).wait_for()
-    wait_for_app_idle(page)
-    page.wait_for_timeout(2500)  # longer than the refresh period: nothing may start refreshing again
-    wait_for_app_idle(page)
-    assert page.get_by_role("button", name="Stop", exact=True).count() == 0
-    screenshot(page, "03-train-stopped")
-    statuses = [json.loads(path.read_text()) for path in (cxr_home / "runs").glob("*/status.json")]
-    stopped = [status for status in statuses if status["state"] == "stopped"]
-    assert len(stopped) == 1 and stopped[0]["epoch"] < 100
