@@ -60,6 +60,21 @@ class PopulationDetector:
         return str(self.info.get("population") or DEFAULT_POPULATION)
 
     @property
+    def via_size(self) -> int | None:
+        """The side images are first resized to before ``image_size`` (a run's cached image size), so that
+        prediction repeats the fit's resampling; ``None``: straight from the full-resolution image."""
+        value = self.info.get("via_size")
+        return None if value is None else int(value)
+
+    def input_image(self, pixels: np.ndarray) -> np.ndarray:
+        """A full-resolution ``(h, w)`` uint8 image -> the ``(image_size, image_size)`` uint8 the detector sees."""
+        from cxr.imaging import resize_square
+
+        if self.via_size is not None:
+            pixels = resize_square(pixels, self.via_size)
+        return resize_square(pixels, self.image_size)
+
+    @property
     def training_ages(self) -> tuple[float, float] | None:
         ages = self.info.get("training_ages", list(PEDIATRIC_AGES))
         return None if ages is None else (float(ages[0]), float(ages[1]))
@@ -162,7 +177,9 @@ def card_lines(info: dict[str, Any]) -> list[str]:
         f"- Population: {info.get('population', DEFAULT_POPULATION)}"
         + (f"; training ages {ages[0]:g} to under {ages[1]:g} years (DICOM PatientAge outside is flagged)"
            if ages else ""),
-        f"- Detector: {info.get('extractor')} pooled features at {info.get('image_size')} px, Mahalanobis distance "
+        f"- Detector: {info.get('extractor')} pooled features at {info.get('image_size')} px"
+        + (f" (images first resized to {info['via_size']} px, as the model's training images were)"
+           if info.get("via_size") else "") + ", Mahalanobis distance "
         f"from the training mean with a Ledoit-Wolf shrinkage covariance (shrinkage "
         f"{float(info.get('shrinkage', float('nan'))):.3f}, {info.get('feature_dimension')} features)",
         f"- Fitted on: {info.get('fitted_on', 'the training split')} ({info.get('num_fit')} images)",
@@ -280,6 +297,7 @@ def fit_from_images(fit_images: np.ndarray, heldout_images: np.ndarray, *, extra
 
 
 RUN_EXTRACTOR = LITE0
+RUN_IMAGE_SIZE = 224  # chosen in docs/benchmarks.md ("Population detector: choice of features and input size")
 MAX_FIT_IMAGES = 3000  # the covariance of 1280 features settles well before this; keeps runs cheap
 
 
@@ -288,8 +306,9 @@ def fit_for_run(folder: str | Path, arrays: dict, model: Any, *, dataset: str | 
     """Fit and save the detector of a finished run (``arrays``: ``cxr.training.training_arrays``).
 
     Fitted on "train", threshold from "val" (held-out training images, patient-grouped), never "test";
-    the fraction of "test" flagged is measured and recorded. The input size is the model's own, so the
-    detector sees exactly the images the classifier sees. Never raises: when the weights package is
+    the fraction of "test" flagged is measured and recorded. The cached images (the model's own size)
+    are resized to ``RUN_IMAGE_SIZE``; ``via_size`` records that so that prediction resamples a new image
+    the same way (full size -> model size -> detector size). Never raises: when the weights package is
     absent or fitting fails, ``population.json`` records why and ``None`` is returned.
     """
     folder = Path(folder)
@@ -305,12 +324,14 @@ def fit_for_run(folder: str | Path, arrays: dict, model: Any, *, dataset: str | 
                 record_skipped(folder, f"the {lite0.PACKAGE} package (the pretrained features) is not installed")
                 return None
         train_images, val_images = arrays["train"][0], arrays["val"][0]
-        image_size = int(train_images.shape[1])
+        cached_size = int(train_images.shape[1])
+        image_size = RUN_IMAGE_SIZE if extractor == LITE0 else cached_size
         name = f"data set {dataset!r}" if dataset else "the data set"
         detector = fit_from_images(
             train_images, val_images, extractor=extractor, image_size=image_size, model=model,
             max_fit_images=MAX_FIT_IMAGES,
-            info={"population": population, "training_ages": None if training_ages is None else list(training_ages),
+            info={"via_size": cached_size if cached_size != image_size else None,
+                  "population": population, "training_ages": None if training_ages is None else list(training_ages),
                   "fitted_on": f"the train split of {name}"
                                + (f" (a random {MAX_FIT_IMAGES})" if len(train_images) > MAX_FIT_IMAGES else ""),
                   "heldout_on": f"the validation split of {name}, grouped by patient"})

@@ -141,7 +141,8 @@ def test_a_finished_run_gets_a_detector_fitted_on_train_with_its_rates(tmp_path)
         pytest.skip(f"{lite0.PACKAGE} is not installed")
     model = models.build_model("fast", (32, 32, 1))
     detector = fit_for_run(tmp_path, run_arrays(), model, dataset="chest_xray-32")
-    assert detector is not None and detector.extractor == "efficientnet_lite0" and detector.image_size == 32
+    assert detector is not None and detector.extractor == "efficientnet_lite0"
+    assert detector.image_size == 224 and detector.via_size == 32  # resampled as the model's cached images were
     saved = json.loads((tmp_path / JSON_FILE).read_text())
     assert saved["num_fit"] == 40 and saved["num_heldout"] == 20
     assert saved["population"] == "pediatric chest X-rays" and saved["training_ages"] == [0.0, 18.0]
@@ -164,3 +165,14 @@ def test_a_run_without_the_weights_package_records_why_and_still_finishes(tmp_pa
     broken = {"train": (np.zeros((1, 32, 32), np.uint8), np.zeros(1)), "val": run_arrays()["val"]}
     assert fit_for_run(tmp_path, broken, None, extractor="classifier") is None
     assert json.loads((tmp_path / JSON_FILE).read_text())["skipped"].startswith("fitting failed")
+
+
+def test_the_detector_resamples_a_new_image_the_way_its_training_images_were(detector):
+    from cxr.imaging import resize_square
+
+    image = np.random.default_rng(0).integers(0, 256, (300, 200), dtype=np.uint8)
+    direct = type(detector)(**{**detector.__dict__, "image_size": 40, "info": {}})
+    np.testing.assert_array_equal(direct.input_image(image), resize_square(image, 40))
+    via = type(detector)(**{**direct.__dict__, "info": {"via_size": 16}})
+    np.testing.assert_array_equal(via.input_image(image), resize_square(resize_square(image, 16), 40))
+    assert not np.array_equal(via.input_image(image), direct.input_image(image))

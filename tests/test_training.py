@@ -55,7 +55,7 @@ def test_run_directory_is_complete_and_valid():
     population = json.loads((run_dir / "population.json").read_text())
     if lite0.available():
         assert population["num_fit"] == len(training.training_arrays(dataset, config)["train"][0])
-        assert population["image_size"] == config.image_size and (run_dir / "population.npz").is_file()
+        assert population["via_size"] == config.image_size and (run_dir / "population.npz").is_file()
     else:
         assert "not installed" in population["skipped"]
     assert "## Population check" in (run_dir / "model_card.md").read_text()
