@@ -180,7 +180,8 @@ def history_chart(history: pd.DataFrame, metric: str, *, epochs: int | None = No
     x_scale = alt.Scale(domain=[1, max(int(epochs), 2)]) if epochs else alt.Undefined
     return alt.Chart(long).mark_line(point=True).encode(
         x=alt.X("epoch:Q", title="Epoch", scale=x_scale, axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("value:Q", title=METRIC_TITLES.get(metric, metric), scale=alt.Scale(zero=False)),
+        # No axis title: the chart's title names the metric, and a long axis title was cut at a phone's width.
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
         # The legend above the plot, not beside it: the plot then spans the chart's width, as the
         # learning-rate chart (no legend) does, so charts side by side line up.
         color=alt.Color("split:N", title=None, scale=alt.Scale(domain=list(SPLIT_COLORS),
@@ -198,7 +199,7 @@ def learning_rate_chart(history: pd.DataFrame, *, epochs: int | None = None):
     x_scale = alt.Scale(domain=[1, max(int(epochs), 2)]) if epochs else alt.Undefined
     return alt.Chart(frame).mark_line(point=True, interpolate="step-after", color="#555555").encode(
         x=alt.X("epoch:Q", title="Epoch", scale=x_scale, axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("learning_rate:Q", title="Learning rate", scale=alt.Scale(type="log")),
+        y=alt.Y("learning_rate:Q", title=None, scale=alt.Scale(type="log"), axis=alt.Axis(format="~g")),
         tooltip=["epoch:Q", alt.Tooltip("learning_rate:Q", format=".2e")],
     ).properties(title=METRIC_TITLES["learning_rate"], height=220)
 
@@ -235,7 +236,7 @@ def compare_runs_chart(histories: Mapping[str, pd.DataFrame], metric: str):
         strokeDash=alt.StrokeDash("split:N", title="Line",
                                   scale=alt.Scale(domain=["validation", "train"], range=[[1, 0], [5, 3]]),
                                   legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2,
-                                                    symbolSize=400,
+                                                    symbolSize=400, symbolStrokeColor="#444444",
                                                     labelExpr="datum.label == 'train' ? 'train (dashed)' : "
                                                               "'validation (solid)'")),
         tooltip=["run:N", "epoch:Q", "split:N", alt.Tooltip("value:Q", format=".4f")],
@@ -380,9 +381,9 @@ def batch_chart(batches: pd.DataFrame, metric: str = "loss", *, batches_per_epoc
     frame = batches[["batch", metric]].dropna()
     x_scale = alt.Scale(domain=[1, max(int(batches_per_epoch), 2)]) if batches_per_epoch else alt.Undefined
     title = f"{METRIC_TITLES.get(metric, metric)} in this epoch, batch by batch"
-    return alt.Chart(frame).mark_line(color=SPLIT_COLORS["train"]).encode(
+    # Points while they are few: one or two batches would otherwise draw nothing visible.
+    return alt.Chart(frame).mark_line(color=SPLIT_COLORS["train"], point=len(frame) <= 30).encode(
         x=alt.X("batch:Q", title="Batch", scale=x_scale, axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y(f"{metric}:Q", title=f"{METRIC_TITLES.get(metric, metric)} (mean so far)",
-                scale=alt.Scale(zero=False)),
+        y=alt.Y(f"{metric}:Q", title="mean so far", scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
         tooltip=["batch:Q", alt.Tooltip(f"{metric}:Q", format=".4f")],
     ).properties(title=title, height=220)

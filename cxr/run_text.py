@@ -117,16 +117,17 @@ def progress(status: dict, finished_epochs: int) -> tuple[float, str]:
     """Overall progress in [0, 1] and its line.
 
     While training: "Epoch 3 of 12 · batch 40 of 163 · about 2 min 10 s left" (the time only once the
-    trainer has measured batches). A run that ended early stands at its finished epochs, not at the batch
-    where it stopped, since the unfinished epoch is discarded.
+    trainer has measured batches). A run that ended stands at its finished epochs ("7 of 20 epochs
+    finished"), not at the batch where it stopped, since the unfinished epoch is discarded; how it ended is
+    ``state_text``.
     """
     state = status.get("state")
     epochs = int(status.get("epochs") or 0)
     if state == "finished":
-        return 1.0, state_text(status, finished_epochs)
+        return 1.0, f"{finished_epochs} of {epochs} epochs finished" if epochs else "finished"
     if state in ENDED_STATES:
         fraction = min(1.0, finished_epochs / epochs) if epochs else 0.0
-        return fraction, state_text(status, finished_epochs)
+        return fraction, f"{finished_epochs} of {epochs} epochs finished" if epochs else ""
     if state == "queued":
         return 0.0, "Waiting in the queue"
     epoch = int(status.get("epoch") or 0)

@@ -225,7 +225,7 @@ def estimate_section(config: TrainingConfig, num_train_images: int) -> None:
         st.metric("Estimated time per epoch", ui.format_seconds(seconds), help=basis, border=True)
 
 
-def start_section(summaries: list, labels: dict) -> None:
+def start_section(summaries: list) -> None:
     st.subheader("Settings")
     entries = datasets.list_datasets()
     if not entries:
@@ -251,9 +251,9 @@ def start_section(summaries: list, labels: dict) -> None:
     st.session_state[ui.KEY_TRAINING_CONFIG] = config
     summary_slot.caption("Advanced: " + settings_summary(config))
     estimate_section(config, num_train)
-    going = [ui.run_id_of(summary) for summary in summaries
+    going = [summary for summary in summaries
              if ui.field_of(summary, "dataset") == name and ui.run_state_of(summary) in ui.ACTIVE_STATES]
-    reason = (f"A run on {name} is going ({labels.get(going[0], going[0])}): Start is available again when it "
+    reason = (f"A run on {name} is going ({run_text.run_name(going[0])}): Start is available again when it "
               "ends. Stop it below to start another now." if going else None)
     if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=bool(going),
                  help=reason):
@@ -288,6 +288,8 @@ def batch_charts(run_id: str, status: dict) -> None:
     epoch = int(status.get("epoch") or 0)
     batches = live_progress.read_batch_log(run_id, epoch=epoch) if epoch else None
     if batches is None or batches.empty:
+        # A line in the charts' place, so the page does not jump when they appear.
+        st.caption(f"The loss and accuracy of epoch {epoch or 1}, batch by batch, appear after its first batches.")
         return
     left, right = st.columns(2)
     per_epoch = status.get("batches")
@@ -492,7 +494,7 @@ def main() -> None:
     with ui.guarded("Reading the runs"):
         summaries = ui.list_runs()
     labels = run_text.run_labels(summaries)
-    start_section(summaries, labels)
+    start_section(summaries)
     follow_section(summaries, labels)
     runs_section()
 

@@ -293,7 +293,8 @@ def test_a_stopped_run_reads_plainly_and_is_evaluated_for_use(home, monkeypatch)
     at = open_train_page()
     assert not errors(at), errors(at)
     progress = at.get("progress")[0].proto
-    assert progress.text == "Stopped by you after epoch 2 of 5"
+    assert progress.text == "2 of 5 epochs finished"
+    assert any(markdown.value.endswith("— Stopped by you after epoch 2 of 5") for markdown in at.markdown)
     assert progress.value == 40  # the finished epochs, not frozen in the middle of epoch 3
     assert any("epoch 2, validation AUC 0.810" in info.value for info in at.info)
     assert not ui_lists_it(at, run_id)

@@ -47,7 +47,8 @@ def test_a_stopped_run_is_finalized_from_its_best_epoch_and_becomes_usable():
     assert status["message"].startswith("Stopped by you after epoch 2 of 5")
     assert status["stop_reason"] == "user"
     fraction, text = progress(status, stopped_runs.finished_epochs(run_dir))
-    assert fraction == pytest.approx(2 / 5) and text == "Stopped by you after epoch 2 of 5"
+    assert fraction == pytest.approx(2 / 5) and text == "2 of 5 epochs finished"
+    assert state_text(status, 2) == "Stopped by you after epoch 2 of 5"
     assert not stopped_runs.has_usable_model(run_dir)  # the bug: a stopped run could not be used at all
     assert stopped_runs.can_finalize(run_dir) == (True, "")
 
