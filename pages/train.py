@@ -11,11 +11,17 @@ from cxr.config import (
     CLASS_WEIGHTINGS,
     CONTRAST_RANGE,
     DROPOUT_RANGE,
+    FIXED_THRESHOLD_RANGE,
+    LABEL_SMOOTHING_RANGE,
+    MIN_SENSITIVITY_RANGE,
     OPTIMIZERS,
+    PHOTOMETRIC_RANGE,
     PRESETS,
+    RANDOM_CROP_RANGE,
     ROTATION_RANGE,
     SCHEDULES,
     SHIFT_RANGE,
+    THRESHOLD_RULES,
     VALIDATION_FRACTION_RANGE,
     ZOOM_RANGE,
     TrainingConfig,
@@ -31,6 +37,9 @@ EPOCHS_SLIDER_MAX = 100  # the slider's top; longer trainings are for the comman
 COMPARE_METRICS = {"auc": "ROC AUC", "accuracy": "Accuracy", "loss": "Loss"}
 OPTIMIZER_HELP = ("How the weights follow the gradient. adam: adapts a step size per weight (robust default); "
                   "rmsprop: the tutorial's; sgd: plain steps with momentum-free updates (needs a larger rate).")
+THRESHOLD_RULE_TITLES = {"youden": "youden: balance sensitivity and specificity",
+                         "sensitivity": "sensitivity: reach a target sensitivity",
+                         "fixed": "fixed: a threshold you give"}
 SCHEDULE_HELP = ("How the learning rate changes during training. plateau: multiply it by the plateau factor when "
                  "validation accuracy stops improving (the tutorial's); cosine: decay it smoothly to the minimum "
                  "by the last epoch; constant: never change it.")
@@ -99,8 +108,9 @@ def essential_settings() -> None:
 
 def advanced_settings() -> None:
     """Every other setting, grouped; those that the current choices ignore are shown disabled."""
-    schedule_tab, regularization_tab, augmentation_tab, data_tab = st.tabs(
-        ["Optimizer and schedule", "Regularization and stopping", "Augmentation", "Data and reproducibility"])
+    schedule_tab, regularization_tab, augmentation_tab, threshold_tab, data_tab = st.tabs(
+        ["Optimizer and schedule", "Regularization and stopping", "Augmentation", "Decision threshold",
+         "Data and reproducibility"])
     with schedule_tab:
         columns = st.columns(3)
         columns[0].selectbox("Optimizer", OPTIMIZERS, key=setting_key("optimizer"), help=OPTIMIZER_HELP)
@@ -137,6 +147,11 @@ def advanced_settings() -> None:
                           disabled=not st.session_state[setting_key("early_stopping")],
                           help="Epochs without a better validation AUC before training stops. Only used with "
                                "early stopping on.")
+        columns = st.columns(4)
+        columns[0].slider("Label smoothing (fraction)", *LABEL_SMOOTHING_RANGE, step=0.05,
+                          key=setting_key("label_smoothing"),
+                          help="Train towards s/2 and 1 − s/2 instead of 0 and 1 (0 = off): a less confident "
+                               "model, slower to latch on to easy shortcuts.")
     with augmentation_tab:
         st.caption("Random changes to each training image, new every epoch (never to validation or test "
                    "images). Preview them on the Data page.")
@@ -160,6 +175,33 @@ def advanced_settings() -> None:
                           help="Add up to ± this fraction of full white to every pixel (0.2: ± 51 of 255; 0 = off).")
         columns[2].slider("Contrast (± fraction)", *CONTRAST_RANGE, step=0.05, key=setting_key("contrast"),
                           help="Scale the contrast by 1 ± this around each image's mean (0.3: 70–130 %; 0 = off).")
+        columns[3].slider("Acquisition changes (strength 0–1)", *PHOTOMETRIC_RANGE, step=0.05,
+                          key=setting_key("photometric"),
+                          help="Gamma, blur or sharpening, noise and background level, each at a random strength "
+                               "up to this (1 = the strongest; 0 = off): images from other machines.")
+        columns = st.columns(4)
+        columns[0].slider("Random crop (fraction of the area)", *RANDOM_CROP_RANGE, step=0.05,
+                          key=setting_key("random_crop"),
+                          help="Crop away up to this fraction of the image's area at random and resize back "
+                               "(0 = off).")
+    with threshold_tab:
+        st.caption("At the end of training the threshold on P(pneumonia) is chosen on the validation images "
+                   "(never on test) by this rule; Evaluate can change it later.")
+        columns = st.columns(3)
+        columns[0].selectbox("Threshold rule", THRESHOLD_RULES, key=setting_key("threshold_rule"),
+                             format_func=THRESHOLD_RULE_TITLES.get,
+                             help="youden: the threshold with the largest sensitivity + specificity − 1 (no "
+                                  "preference between missed and false pneumonia); sensitivity: the highest "
+                                  "threshold that still finds the target share of pneumonia on validation; "
+                                  "fixed: the threshold below, whatever the validation scores.")
+        rule = st.session_state[setting_key("threshold_rule")]
+        columns[1].slider("Target sensitivity (fraction)", *MIN_SENSITIVITY_RANGE, step=0.01,
+                          key=setting_key("min_sensitivity"), disabled=rule != "sensitivity",
+                          help="Share of pneumonia images on validation the threshold must still call pneumonia "
+                               "(0.95: 95 %). Only used by the sensitivity rule.")
+        columns[2].slider("Fixed threshold (probability)", *FIXED_THRESHOLD_RANGE, step=0.01,
+                          key=setting_key("fixed_threshold"), disabled=rule != "fixed",
+                          help="Call pneumonia when P(pneumonia) is at least this. Only used by the fixed rule.")
     with data_tab:
         columns = st.columns(3)
         columns[0].slider("Validation fraction", *VALIDATION_FRACTION_RANGE, step=0.05,
@@ -188,8 +230,11 @@ def settings_summary(config: TrainingConfig) -> str:
                     f"brightness ±{config.brightness:g}" if config.brightness else "",
                     f"contrast ±{config.contrast:g}" if config.contrast else ""]
     augmentation = ", ".join(part for part in augmentation if part) or "none"
+    threshold = {"youden": "Youden threshold",
+                 "sensitivity": f"threshold for {config.min_sensitivity:.0%} sensitivity",
+                 "fixed": f"fixed threshold {config.fixed_threshold:g}"}.get(config.threshold_rule, "")
     return (f"{config.optimizer}, {schedule}, {config.class_weighting} class weighting, dropout "
-            f"{config.dropout_rate:g}, {stopping}; augmentation: {augmentation}.")
+            f"{config.dropout_rate:g}, {stopping}; augmentation: {augmentation}; {threshold}.")
 
 
 def settings_form(image_size: int) -> tuple[dict, object]:

@@ -205,7 +205,7 @@ def test_every_setting_has_help_and_the_few_that_matter_are_in_view(home):
     import_tiny_dataset(home)
     at = open_train_page()
     widgets = settings_widgets(at)
-    assert len(widgets) >= 22
+    assert len(widgets) >= 28
     assert not [item.label for item in widgets if not item.help], "controls without help text"
     labels = {item.label for item in widgets}
     assert {"Plateau patience (epochs)", "Early stopping patience (epochs)", "Zoom (± fraction of the size)",
@@ -234,9 +234,20 @@ def test_settings_that_do_not_apply_are_disabled(home):
     widget(at, "selectbox", "Schedule").set_value("constant")
     at.run()
     assert widget(at, "select_slider", "Minimum learning rate").disabled
+    # The threshold rule: its target or fixed value is enabled only with its rule, and reaches the settings.
+    assert widget(at, "selectbox", "Threshold rule").value == "youden"
+    assert widget(at, "slider", "Target sensitivity (fraction)").disabled
+    assert widget(at, "slider", "Fixed threshold (probability)").disabled
+    widget(at, "selectbox", "Threshold rule").set_value("sensitivity")
+    at.run()
+    assert not widget(at, "slider", "Target sensitivity (fraction)").disabled
+    widget(at, "slider", "Target sensitivity (fraction)").set_value(0.9)
+    at.run()
+    assert any("threshold for 90% sensitivity" in caption.value for caption in at.caption)
     # The session holds the settings as one TrainingConfig (the Data page's preview reads it).
     config = at.session_state["training_config"]
     assert (config.schedule, config.early_stopping, config.image_size) == ("constant", False, 32)
+    assert (config.threshold_rule, config.min_sensitivity) == ("sensitivity", 0.9)
 
 
 def test_runs_are_chosen_by_readable_names_with_their_best_validation_auc(home):
