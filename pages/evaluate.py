@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 
 import app_components as ui
-from cxr import calibration, charts, evaluation, explain, runs, threshold_choice
+from cxr import calibration, charts, evaluation, explain, model_folders, runs, threshold_choice
 from cxr.config import CLASS_NAMES
 
 SPLIT_TITLES = {"test": "Test (for reporting)", "val": "Validation (the threshold was chosen here)"}
@@ -34,24 +34,22 @@ CELL_GROUPS = {("pneumonia", "normal"): "fn", ("normal", "pneumonia"): "fp", ("p
 def read_predictions(run_id: str, version: float) -> pd.DataFrame:
     """``predictions.csv`` of a run (split, index, y_true, y_score); ``version`` (mtime) keys the cache."""
     del version
-    return pd.read_csv(Path(runs.run_path(run_id)) / "predictions.csv")
+    return pd.read_csv(model_folders.folder_of(run_id) / "predictions.csv")
 
 
 def choose_run() -> str | None:
-    summaries = ui.list_runs()
-    if not summaries:
+    labels = ui.evaluation_choices()  # the bundled model first, then the runs
+    if not labels:
         st.info("No training run yet: train a model on the Train page, then evaluate it here.")
         ui.link_to("train")
         return None
-    ids = [ui.run_id_of(summary) for summary in summaries]
-    evaluated = [run_id for run_id in ids if (Path(runs.run_path(run_id)) / "metrics.json").is_file()]
+    ids = list(labels)
+    evaluated = [run_id for run_id in ids if model_folders.metrics_of(run_id) is not None]
     wanted = st.session_state.get(ui.KEY_EVALUATION_RUN)
-    if wanted not in ids:
-        wanted = evaluated[0] if evaluated else ids[0]
-    labels = {ui.run_id_of(summary): ui.run_label(summary)
-              + ("" if ui.run_state_of(summary) == "finished" else f" ({ui.run_state_of(summary)})")
-              for summary in summaries}
-    run_id = st.selectbox("Run", ids, index=ids.index(wanted), format_func=labels.get)
+    if wanted not in ids:  # the newest evaluated run (what was just trained), any run, else the bundled model
+        run_ids = [run_id for run_id in ids if run_id != ui.DEFAULT_MODEL]
+        wanted = ([run_id for run_id in evaluated if run_id in run_ids] or run_ids or ids)[0]
+    run_id = st.selectbox("Model", ids, index=ids.index(wanted), format_func=labels.get)
     st.session_state[ui.KEY_EVALUATION_RUN] = run_id
     return run_id
 
@@ -111,6 +109,8 @@ def threshold_section(run_id: str, y_true: np.ndarray, y_score: np.ndarray, save
                         on_click=reset_threshold, args=(saved,), width="stretch")
     if ui.demo_mode():  # a public demo writes nothing
         save_column.caption("Saving a threshold is off on this public demo.")
+    elif run_id == ui.DEFAULT_MODEL:  # the bundled model's files belong to the installation
+        save_column.caption("The bundled model's threshold is not changed from the app.")
     else:
         save_column.button(f"Save {threshold:.2f} as this run's threshold", icon=":material/save:",
                            disabled=not moved, on_click=save_threshold, args=(run_id, threshold), width="stretch",
@@ -123,7 +123,7 @@ def threshold_section(run_id: str, y_true: np.ndarray, y_score: np.ndarray, save
 
 
 def evaluation_section(run_id: str, metrics: dict) -> None:
-    path = Path(runs.run_path(run_id))
+    path = model_folders.folder_of(run_id)
     predictions = read_predictions(run_id, (path / "predictions.csv").stat().st_mtime)
     splits = [split for split in ("test", "val") if (predictions["split"] == split).any()]
     split = st.radio("Split", splits, format_func=lambda name: SPLIT_TITLES.get(name, name), horizontal=True)
@@ -226,7 +226,11 @@ def images_section(run_id: str, part: pd.DataFrame, threshold: float, split: str
     wrong = everything.head(IMAGES_SHOWN)
     st.caption(f"{len(everything)} {split} image(s) in \"{GROUPS[group]}\" at {threshold:.2f}; the "
                f"{len(wrong)} most confident:")
-    dataset_name = runs.read_config(run_id).get("dataset")
+    dataset_name = model_folders.dataset_of(run_id)
+    if not model_folders.dataset_imported(dataset_name):
+        st.caption(f"The images of data set {dataset_name!r} are not on this server, so they are not shown.")
+        st.dataframe(wrong[["index", "y_true", "y_score"]], hide_index=True)
+        return
     dataset = ui.load_dataset(dataset_name, ui.dataset_version(dataset_name))
     # predictions.csv indexes the split as training saw it; show pictures only when the stored split is
     # still that one (same size, same labels), never someone else's image under this caption.
@@ -263,7 +267,7 @@ def images_section(run_id: str, part: pd.DataFrame, threshold: float, split: str
 
 
 def downloads_section(run_id: str, metrics: dict) -> None:
-    path = Path(runs.run_path(run_id))
+    path = model_folders.folder_of(run_id)
     rows = []
     for split_name in ("validation", "test"):
         summary = metrics.get(split_name) or {}
@@ -291,8 +295,8 @@ def main() -> None:
     run_id = choose_run()
     if run_id is None:
         return
-    status = runs.read_status(run_id)
-    metrics = runs.read_metrics(run_id)
+    status = model_folders.status_of(run_id)
+    metrics = model_folders.metrics_of(run_id)
     if status.get("state") == "failed":
         st.error(f"Run {run_id} failed: {status.get('error') or status.get('message') or 'no reason recorded'}. "
                  "It has no evaluation; resume it on the Train page or start a new run.")
@@ -305,11 +309,11 @@ def main() -> None:
         return
     for note in metrics.get("notes") or []:
         st.caption(f"Note: {note}")
-    if not (Path(runs.run_path(run_id)) / "predictions.csv").is_file():
+    if not (model_folders.folder_of(run_id) / "predictions.csv").is_file():
         st.warning("This run has metrics but no predictions.csv, so the curves cannot be drawn.")
     else:
         evaluation_section(run_id, metrics)
-    card = Path(runs.run_path(run_id)) / "model_card.md"
+    card = model_folders.folder_of(run_id) / "model_card.md"
     if card.is_file():
         with st.expander("Model card"):
             st.markdown(card.read_text(encoding="utf-8"))

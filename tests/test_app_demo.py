@@ -295,3 +295,32 @@ def test_an_unwritable_audit_log_is_reported_and_the_results_still_shown(home, m
     upload(at, [("a.png", b"\xff")])
     assert any("could not be recorded in the server's audit log" in text for text in warnings_of(at))
     assert at.dataframe[0].value["file"].tolist() == ["a.png"]
+
+
+# --------------------------------------------------------------------------------------------- Evaluate
+
+
+@pytest.mark.parametrize("mode", ["full", "demo"])
+def test_evaluate_shows_the_bundled_model_read_only(home, monkeypatch, mode):
+    from cxr import paths
+
+    bundled = paths.PROJECT_ROOT / "models" / "default"
+    if not (bundled / "predictions.csv").is_file():
+        pytest.skip("no bundled model with its evaluation in this checkout")
+    monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", bundled)
+    if mode == "demo":
+        demo(monkeypatch)
+    before = file_list(home) | {f"bundled/{name}": value for name, value in file_list(bundled).items()}
+    at = open_page(PAGES["evaluate"], timeout=120)
+    assert at.selectbox[0].value == "default"
+    assert any(metric.label == "Saved threshold" for metric in at.metric)
+    threshold = next(slider for slider in at.slider if slider.label.startswith("Call pneumonia"))
+    threshold.set_value(0.9)
+    at.run()
+    assert not at.exception
+    assert not [button for button in at.button if button.label.startswith("Save ")]
+    expected = ("Saving a threshold is off on this public demo." if mode == "demo"
+                else "The bundled model's threshold is not changed from the app.")
+    assert any(expected in caption.value for caption in at.caption)
+    after = file_list(home) | {f"bundled/{name}": value for name, value in file_list(bundled).items()}
+    assert after == before

@@ -75,7 +75,10 @@ def metric(at, label: str) -> str:
     return widget(at, "metric", label).value
 
 
-def test_without_runs_the_page_points_to_training(home):
+def test_without_runs_the_page_points_to_training(home, monkeypatch):
+    from cxr import paths
+
+    monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", home / "no-bundled-model")  # nothing at all to evaluate
     at = open_evaluate_page()
     assert any("No training run yet" in info.value for info in at.info)
 
