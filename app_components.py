@@ -346,9 +346,7 @@ def load_predictor(choice: str, version: float):
     from cxr.predict import Predictor
 
     del version
-    if choice == DEFAULT_MODEL:
-        return Predictor.default()
-    return Predictor.from_run(choice)
+    return Predictor.load("default" if choice == DEFAULT_MODEL else choice)
 
 
 _WARM_UP_LOCK = threading.Lock()

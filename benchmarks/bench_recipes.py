@@ -200,7 +200,7 @@ def measure_bundled(inference_images: int, gradcam_images: int, dataset_name: st
     from cxr.models import count_multiply_adds
     from cxr.predict import Predictor
 
-    predictor = Predictor.default()
+    predictor = Predictor.load("default")
     model = predictor.model
     images = load_dataset(dataset_name).images("test")
     sample = images[:inference_images, ..., np.newaxis].astype(np.float32)

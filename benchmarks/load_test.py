@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         brightness_model().save(model_path)
 
         def make_predictor():
-            return Predictor.from_file(model_path)
+            return Predictor.load(model_path)
     else:
         def make_predictor():
             return Predictor.load(args.model)

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from cxr import paths
+from cxr.atomic import atomic_write_text
 from cxr.config import CLASS_NAMES, DataConfig
 from cxr.errors import DatasetError
 
@@ -604,9 +605,7 @@ def _update_report(target: Path, report: ImportReport) -> None:
     info_path = target / "dataset.json"
     info = json.loads(info_path.read_text())
     info["report"] = report.to_dict()
-    temporary = info_path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(info, indent=2))
-    os.replace(temporary, info_path)
+    atomic_write_text(info_path, json.dumps(info, indent=2))
 
 
 def _report_from_dict(values: dict) -> ImportReport:

@@ -15,14 +15,13 @@ from __future__ import annotations
 import datetime as _datetime
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from cxr.atomic import atomic_write_json, atomic_write_text
 from cxr.calibration import (
     _as_labels,
     _as_scores,
@@ -506,48 +505,6 @@ def format_run_metrics(metrics: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ run files
-def _write_json(path: Path, obj: Any) -> None:
-    try:
-        from cxr.runs import atomic_write_json
-    except ImportError:
-        atomic_write_json = None
-    if atomic_write_json is not None:
-        atomic_write_json(path, obj)
-        return
-    _atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    # A temp file in the same folder then os.replace: readers never see half a file.
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-
-
-def write_text_atomic(path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (``cxr.runs.atomic_write_text`` when available)."""
-    try:
-        from cxr.runs import atomic_write_text
-    except ImportError:
-        atomic_write_text = None
-    if atomic_write_text is not None:
-        atomic_write_text(Path(path), text)
-    else:
-        _atomic_write_text(Path(path), text)
-
-
-def write_json_atomic(path, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (``cxr.runs.atomic_write_json`` when available)."""
-    _write_json(Path(path), obj)
-
-
 def calibration_summary(y_true, raw_score, calibrated_score) -> dict[str, float]:
     """ECE, Brier and NLL before and after temperature scaling on one labelled set."""
     return {
@@ -679,8 +636,8 @@ def finalize_run(
     else:
         notes.append("no test split: test metrics are missing; evaluate on an external folder instead.")
 
-    write_text_atomic(run_dir / "predictions.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
-    _write_json(run_dir / "metrics.json", metrics)
+    atomic_write_text(run_dir / "predictions.csv", pd.concat(frames, ignore_index=True).to_csv(index=False))
+    atomic_write_json(run_dir / "metrics.json", metrics)
     try:
         from cxr.model_card import write_model_card
     except ImportError:
@@ -724,8 +681,6 @@ __all__ = [
     "calibration_summary",
     "finalize_run",
     "read_run_metrics",
-    "write_json_atomic",
-    "write_text_atomic",
     # re-exported from cxr.calibration
     "fit_temperature",
     "apply_temperature",

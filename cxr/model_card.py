@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cxr.atomic import atomic_write_json, atomic_write_text
+
 MODEL_CARD_VERSION = 1
 
 KERMANY_CITATION = (
@@ -303,7 +305,6 @@ def write_model_card(run_dir, metrics: dict[str, Any], *, config: dict | None = 
     ``config`` defaults to the run's ``config.json`` (absent for a bare model folder: the card then says
     less about data and settings, but still gives metrics, threshold, intended use and limits).
     """
-    from cxr.evaluation import write_json_atomic, write_text_atomic
 
     run_dir = Path(run_dir)
     if config is None:
@@ -311,8 +312,8 @@ def write_model_card(run_dir, metrics: dict[str, Any], *, config: dict | None = 
     card = build_model_card(metrics, config=config, run_id=run_dir.name,
                             population=_load_json(run_dir / "population.json"))
     markdown_path, json_path = run_dir / "model_card.md", run_dir / "model_card.json"
-    write_json_atomic(json_path, card)
-    write_text_atomic(markdown_path, render_markdown(card))
+    atomic_write_json(json_path, card)
+    atomic_write_text(markdown_path, render_markdown(card))
     return markdown_path, json_path
 
 

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from cxr import paths
+from cxr.atomic import atomic_write_json, atomic_write_text, json_safe
 from cxr.errors import RunError
 
 CONTRACT_VERSION = 1
@@ -50,44 +50,6 @@ TENSORBOARD_DIR = "tensorboard"
 def now_iso() -> str:
     """The current UTC time as an ISO 8601 string with microseconds (sortable as text)."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-# ----------------------------------------------------------------------------------------- atomic writes
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file lives in the same folder so os.replace is a rename on one file system.
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (NaN and infinity become ``null``)."""
-    atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n")
-
-
-def _json_safe(obj: Any) -> Any:
-    """Turn numpy scalars, paths and non-finite floats into plain JSON values."""
-    if isinstance(obj, dict):
-        return {str(key): _json_safe(value) for key, value in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(value) for value in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
-        obj = obj.item()
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None
-    return obj
 
 
 def _read_json(path: Path) -> Any:
@@ -278,7 +240,7 @@ def append_history_row(run: str | os.PathLike, row: dict) -> None:
     writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
     if not existing:
         writer.writeheader()
-    writer.writerow({column: _json_safe(row.get(column)) for column in HISTORY_COLUMNS})
+    writer.writerow({column: json_safe(row.get(column)) for column in HISTORY_COLUMNS})
     atomic_write_text(path, existing + buffer.getvalue())
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from cxr import runs
+from cxr.atomic import atomic_path, atomic_write_json
 from cxr.config import TrainingConfig
 from cxr.errors import CxrError, DatasetError, RunError
 from cxr.live_progress import BatchLog, BatchTimer, truncate_batch_log
@@ -497,15 +498,10 @@ def make_run_callback(run_dir: Path, config: TrainingConfig, *, steps_per_epoch:
                 raise StopRequested("stop request at the end of an epoch")
 
         def save_checkpoint(self, finished_epochs: int) -> None:
-            temporary = run_dir / ".checkpoint.tmp.keras"
-            try:
+            # A full disk (ENOSPC) or a kill mid-write drops the partial file and keeps the last checkpoint.
+            with atomic_path(run_dir / runs.CHECKPOINT_FILE) as temporary:
                 self.model.save(str(temporary))
-            except BaseException:
-                # A full disk (ENOSPC) or a kill mid-write: drop the partial file, keep the last checkpoint.
-                temporary.unlink(missing_ok=True)
-                raise
-            os.replace(temporary, run_dir / runs.CHECKPOINT_FILE)
-            runs.atomic_write_json(run_dir / runs.CHECKPOINT_INFO_FILE, {
+            atomic_write_json(run_dir / runs.CHECKPOINT_INFO_FILE, {
                 "epoch": finished_epochs, "best_value": self.best_value, "best_epoch": self.best_epoch,
                 "monitor": self.monitor, "wait": self.wait, "saved": runs.now_iso(),
                 "plateau": plateau.state() if plateau is not None else None,
@@ -612,20 +608,15 @@ def _fallback_metrics(run_dir: Path, results: dict[str, tuple[np.ndarray, np.nda
         both = len(np.unique(true)) == 2
         metrics[key] = {"n": int(len(true)), "accuracy": float(np.mean((score >= 0.5) == true)),
                         "auc": float(roc_auc_score(true, score)) if both else None}
-    runs.atomic_write_json(run_dir / runs.METRICS_FILE, metrics)
+    atomic_write_json(run_dir / runs.METRICS_FILE, metrics)
     return metrics
 
 
 def finish_run(run_dir: Path, model, arrays: dict, batch_size: int, threshold_settings: dict | None = None) -> dict:
     """Save ``model.keras`` and evaluate on validation and test (``cxr.evaluation.finalize_run``), choosing
     the threshold by ``threshold_settings`` (``TrainingConfig.threshold_settings()``)."""
-    temporary = run_dir / ".model.tmp.keras"
-    try:
+    with atomic_path(run_dir / runs.MODEL_FILE) as temporary:  # a partial file (full disk) must not stay behind
         model.save(str(temporary))
-    except BaseException:
-        temporary.unlink(missing_ok=True)  # a partial file (full disk) must not stay behind
-        raise
-    os.replace(temporary, run_dir / runs.MODEL_FILE)
     from cxr.population_detector import fit_for_run
 
     try:

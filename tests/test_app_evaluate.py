@@ -14,6 +14,7 @@ from helpers_app import open_page, prepare_app, widget
 
 import app_components as ui
 from cxr import evaluation, runs
+from cxr.atomic import atomic_write_json
 from cxr.config import TrainingConfig
 from cxr.predict import PredictionResult
 
@@ -63,7 +64,7 @@ def write_evaluation(run_id: str, threshold: float = 0.5) -> None:
     metrics = {"threshold": threshold, "threshold_rule": "youden", "temperature": 1.0,
                "validation": {}, "test": evaluation.binary_metrics(TEST_TRUE, TEST_SCORE, threshold,
                                                                    bootstrap_resamples=50)}
-    runs.atomic_write_json(path / "metrics.json", metrics)
+    atomic_write_json(path / "metrics.json", metrics)
     (path / "model_card.md").write_text("# Model card\n\nIntended use: teaching.\n")
 
 

@@ -1,6 +1,6 @@
 """The bundled default model (models/default/) and the fast recipe's intensity augmentation.
 
-- the bundled model loads through ``Predictor.default()`` (Keras safe mode), carries its threshold,
+- the bundled model loads through ``Predictor.load("default")`` (Keras safe mode), carries its threshold,
   temperature, model card and SHAP background, and stays a few MB;
 - it predicts a real X-ray from ../shared/data (skipped when the data are absent);
 - its saved test metrics match a re-evaluation on the test split imported afresh from ../shared/data
@@ -27,7 +27,7 @@ REAL_NORMAL = SHARED_DATA / "chest_xray" / "test" / "NORMAL" / "IM-0001-0001.jpe
 
 @pytest.fixture(scope="module")
 def predictor() -> Predictor:
-    return Predictor.default()
+    return Predictor.load("default")
 
 
 def read_metrics() -> dict:
@@ -45,7 +45,7 @@ def test_bundled_folder_holds_every_file_and_stays_small():
 
 
 def test_default_predictor_loads_in_safe_mode_with_threshold_and_temperature(predictor):
-    # Predictor.default() loads with keras safe_mode=True (cxr.predict.load_model_file): no code in the file.
+    # Predictor.load("default") loads with keras safe_mode=True (cxr.model_files.load_model_file): no code in the file.
     metrics = read_metrics()
     assert predictor.image_size == int(predictor.model.inputs[0].shape[1])
     assert 0.0 < predictor.threshold < 1.0
@@ -168,7 +168,7 @@ def test_averaged_fast_models_give_the_mean_logit_load_safely_and_explain(tmp_pa
 
     from cxr import models
     from cxr.explain import GradCam
-    from cxr.predict import load_model_file
+    from cxr.model_files import load_model_file
 
     members = []
     for seed, name in ((1, "fast"), (2, "fast"), (3, "fast_wide")):
@@ -203,7 +203,7 @@ def test_a_mirrored_ensemble_averages_image_and_mirror_and_its_gradcam_follows_t
 
     from cxr import models
     from cxr.explain import GradCam
-    from cxr.predict import load_model_file
+    from cxr.model_files import load_model_file
 
     # Left-right asymmetric images (a ramp and a bright block on the left), 96 px so the last feature map
     # is 3 x 3 and mirroring changes what a single member sees.

@@ -165,7 +165,7 @@ def stored(cxr_home) -> dict:
 
 # --------------------------------------------------------------------------------- the prediction path
 def test_every_bad_upload_gets_its_own_message_and_the_good_ones_their_answers(stored, cxr_home, photograph):
-    predictor = Predictor.from_run(stored["run_id"])
+    predictor = Predictor.load(stored["run_id"])
     bad, good = bad_uploads(), good_uploads()
     uploads = [(name, data) for name, data, _ in bad] + [(name, data) for name, data, _, _ in good]
     uploads.append(("photo.jpg", photograph))
@@ -195,7 +195,7 @@ def test_every_bad_upload_gets_its_own_message_and_the_good_ones_their_answers(s
 
 def test_odd_file_names_are_only_shown_never_used_as_paths(stored, cxr_home, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    predictor = Predictor.from_run(stored["run_id"])
+    predictor = Predictor.load(stored["run_id"])
     image = encode(gradient(), ".png")
     results = predictor.predict([image] * len(ODD_NAMES), names=ODD_NAMES)
     assert [result.name for result in results] == ODD_NAMES

@@ -43,7 +43,7 @@ def test_session_images_have_distinct_known_answers(bench, model_path):
     from cxr.predict import Predictor
 
     uploads = bench.session_images(20)
-    expected = bench.expected_answers(lambda: Predictor.from_file(model_path), uploads)
+    expected = bench.expected_answers(lambda: Predictor.load(model_path), uploads)
     assert len(set(np.round(expected, 6))) == 20  # a mix-up between any two sessions would be seen
     assert min(np.diff(expected)) > 1e-3
 
@@ -52,8 +52,8 @@ def test_twenty_concurrent_sessions_get_their_own_answers_and_memory_stays_flat(
     from cxr.predict import Predictor
 
     uploads = bench.session_images(20)
-    expected = bench.expected_answers(lambda: Predictor.from_file(model_path), uploads)
-    shared = Predictor.from_file(model_path)  # cold: the first requests of all sessions race to warm it
+    expected = bench.expected_answers(lambda: Predictor.load(model_path), uploads)
+    shared = Predictor.load(model_path)  # cold: the first requests of all sessions race to warm it
     warm_up = bench.run_load(shared, uploads, expected, seconds=1.0)  # memory settles (TF's first allocations)
     assert warm_up.errors == 0 and warm_up.mixed_up == 0, warm_up.problems
     report = bench.run_load(shared, uploads, expected, seconds=8.0)
@@ -72,9 +72,9 @@ def test_a_session_that_fails_does_not_disturb_the_others(bench, model_path):
     from cxr.predict import Predictor
 
     uploads = bench.session_images(20)
-    expected = bench.expected_answers(lambda: Predictor.from_file(model_path), uploads)
+    expected = bench.expected_answers(lambda: Predictor.load(model_path), uploads)
     broken = [data[: len(data) // 2] if index % 2 else data for index, data in enumerate(uploads)]
-    report = bench.run_load(Predictor.from_file(model_path), broken, expected, seconds=3.0)
+    report = bench.run_load(Predictor.load(model_path), broken, expected, seconds=3.0)
     assert report.mixed_up == 0, report.problems
     assert report.errors == sum(report.requests_per_session[1::2]) > 0
     assert all("truncated" in text or "damaged" in text for text in report.problems), report.problems
@@ -133,8 +133,8 @@ def test_load_while_a_training_runs(bench, model_path, cxr_home):
     try:
         bench.wait_training_running(run_id)
         uploads = bench.session_images(20)
-        expected = bench.expected_answers(lambda: Predictor.from_file(model_path), uploads)
-        report = bench.run_load(Predictor.from_file(model_path), uploads, expected, seconds=8.0)
+        expected = bench.expected_answers(lambda: Predictor.load(model_path), uploads)
+        report = bench.run_load(Predictor.load(model_path), uploads, expected, seconds=8.0)
         print("\n" + report.table())
         assert report.errors == 0 and report.mixed_up == 0, report.problems
         assert runs.read_status(run_id)["state"] in ("running", "finished")

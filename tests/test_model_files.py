@@ -23,7 +23,8 @@ import pytest
 from cxr import runs
 from cxr.config import TrainingConfig
 from cxr.errors import ModelFileError
-from cxr.predict import Predictor, load_model_file
+from cxr.model_files import load_model_file
+from cxr.predict import Predictor
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -126,7 +127,7 @@ def test_activation_naming_a_function_outside_keras_is_refused(good_model_file, 
 
     path = edited_model(good_model_file, tmp_path / "function.keras", edit)
     with pytest.raises(ModelFileError, match=rf"custom function '{function}' from module '{module}'"):
-        Predictor.from_file(path)
+        Predictor.load(path)
     assert not any(marker.exists() for marker in side_effect_module)
 
 
@@ -151,7 +152,7 @@ def test_lambda_layer_in_a_run_is_refused_and_its_code_never_runs(tmp_path):
     runs.write_status(run_dir, state="finished")
     model.save(run_dir / "model.keras")
     with pytest.raises(ModelFileError, match="safe mode"):
-        Predictor.from_run(run_dir.name)
+        Predictor.load(run_dir.name)
     with pytest.raises(ModelFileError, match="safe mode"):
         Predictor.load(run_dir.name)
     assert not marker.exists()
@@ -202,7 +203,7 @@ def test_model_input_size_differs_from_the_images_and_answers_are_on_the_models_
 
     from cxr.imaging import resize_square
 
-    predictor = Predictor.from_file(good_model_file)
+    predictor = Predictor.load(good_model_file)
     assert predictor.image_size == 24
     generator = np.random.default_rng(3)
     large = generator.integers(0, 255, (48, 48), dtype=np.uint8)
@@ -223,7 +224,7 @@ def test_model_input_size_differs_from_the_images_and_answers_are_on_the_models_
 def test_external_validation_of_a_data_set_of_another_size_resizes_to_the_model(good_model_file, cxr_home):
     from cxr import datasets
     from cxr.config import DataConfig
-    from cxr.predict import external_validation
+    from cxr.external import external_validation
 
     generator = np.random.default_rng(0)
     path = cxr_home / "tiny32.npz"
@@ -231,7 +232,7 @@ def test_external_validation_of_a_data_set_of_another_size_resizes_to_the_model(
     np.savez(path, train_images=images, train_labels=np.arange(8) % 2, test_images=images,
              test_labels=np.arange(8) % 2)
     datasets.import_dataset(path, name="tiny32", config=DataConfig(image_size=32))
-    predictor = Predictor.from_file(good_model_file)
+    predictor = Predictor.load(good_model_file)
     report = external_validation(predictor, "tiny32")
     dataset = datasets.load_dataset("tiny32")
     from cxr.imaging import resize_square

@@ -11,7 +11,8 @@ import pytest
 
 from cxr import paths
 from cxr.errors import CxrError, ModelFileError
-from cxr.predict import PredictionResult, Predictor, input_warnings, load_model_file
+from cxr.model_files import load_model_file
+from cxr.predict import PredictionResult, Predictor, input_warnings
 
 SIZE = 32
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -70,7 +71,7 @@ def model_folder(tmp_path) -> Path:
 
 
 def test_from_file_applies_temperature_and_threshold(model_folder):
-    predictor = Predictor.from_file(model_folder / "model.keras")
+    predictor = Predictor.load(model_folder / "model.keras")
     assert predictor.image_size == SIZE and predictor.threshold == 0.3 and predictor.temperature == 2.0
     dark = np.full((SIZE, SIZE), 60, np.uint8)  # logit 10*60/255-5 = -2.65
     bright = np.full((SIZE, SIZE), 200, np.uint8)  # logit +2.84
@@ -91,8 +92,8 @@ def test_from_file_applies_temperature_and_threshold(model_folder):
 def test_threshold_decides_the_label(tmp_path):
     # P(calibrated) of a mid-gray image (128): sigmoid(0.0196/2) ~ 0.5049: pneumonia at 0.5, normal at 0.6.
     image = np.full((SIZE, SIZE), 128, np.uint8)
-    low = Predictor.from_file(save_model_folder(tmp_path / "a", threshold=0.5) / "model.keras")
-    high = Predictor.from_file(save_model_folder(tmp_path / "b", threshold=0.6) / "model.keras")
+    low = Predictor.load(save_model_folder(tmp_path / "a", threshold=0.5) / "model.keras")
+    high = Predictor.load(save_model_folder(tmp_path / "b", threshold=0.6) / "model.keras")
     assert low.predict(image)[0].label == "pneumonia" and high.predict(image)[0].label == "normal"
 
 
@@ -101,7 +102,7 @@ def test_mixed_sources_bad_file_gets_its_own_error(model_folder, tmp_path):
     good.write_bytes(png_bytes(np.full((120, 120), 200, np.uint8)))
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
-    predictor = Predictor.from_file(model_folder / "model.keras")
+    predictor = Predictor.load(model_folder / "model.keras")
     results = predictor.predict(
         [str(good), bad, png_bytes(np.full((120, 120), 30, np.uint8)), tmp_path / "missing.png"]
     )
@@ -115,7 +116,7 @@ def test_mixed_sources_bad_file_gets_its_own_error(model_folder, tmp_path):
 
 
 def test_bad_array_and_bad_arguments(model_folder):
-    predictor = Predictor.from_file(model_folder / "model.keras")
+    predictor = Predictor.load(model_folder / "model.keras")
     (result,) = predictor.predict([np.zeros((SIZE, SIZE), np.float64)])
     assert "uint8" in result.error
     with pytest.raises(CxrError, match="explain"):
@@ -127,7 +128,7 @@ def test_bad_array_and_bad_arguments(model_folder):
 def test_warnings_for_inputs_unlike_training_data(model_folder, tmp_path):
     import cv2
 
-    predictor = Predictor.from_file(model_folder / "model.keras")
+    predictor = Predictor.load(model_folder / "model.keras")
     wide = png_bytes(np.full((120, 360), 128, np.uint8))
     small = png_bytes(np.full((50, 50), 128, np.uint8))
     generator = np.random.default_rng(0)
@@ -175,7 +176,7 @@ def test_real_dicom_files(model_folder):
     dicom = SHARED_DATA / "dicom"
     if not dicom.is_dir():
         pytest.skip(f"real data not found at {dicom}")
-    predictor = Predictor.from_file(model_folder / "model.keras")
+    predictor = Predictor.load(model_folder / "model.keras")
     results = predictor.predict([dicom / "CR-MONO1-10-chest.dcm", dicom / "RG3_J2KI_tibia.dcm"])
     assert all(result.ok for result in results), [result.error for result in results]
     assert not any("body part" in text for text in results[0].warnings)
@@ -192,7 +193,7 @@ def test_lambda_model_is_refused_with_safe_mode_message(tmp_path):
     path = tmp_path / "lambda.keras"
     keras.Model(inputs, outputs).save(path)
     with pytest.raises(ModelFileError, match="safe mode"):
-        Predictor.from_file(path)
+        Predictor.load(path)
 
 
 def test_damaged_and_foreign_model_files(tmp_path, model_folder):
@@ -226,9 +227,9 @@ def test_model_with_colour_input_is_refused(tmp_path):
 def test_default_without_bundled_model_says_how_to_get_one(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", tmp_path / "models" / "default")
     with pytest.raises(ModelFileError, match="No bundled model"):
-        Predictor.default()
+        Predictor.load("default")
     save_model_folder(tmp_path / "models" / "default")
-    assert Predictor.default().threshold == 0.3
+    assert Predictor.load("default").threshold == 0.3
     assert Predictor.load(None).source == "bundled default model"
 
 
@@ -256,7 +257,7 @@ def test_from_run_and_load_by_run_id(cxr_home):
 
 def test_explanations_attached(tmp_path):
     folder = save_model_folder(tmp_path / "conv", conv=True)
-    predictor = Predictor.from_file(folder / "model.keras")
+    predictor = Predictor.load(folder / "model.keras")
     image = np.full((SIZE, SIZE), 150, np.uint8)  # predicted pneumonia: the map shows what argued for it
     image[4:12, 20:28] = 250
     (result,) = predictor.predict([image], explain="gradcam")
@@ -355,7 +356,7 @@ def test_evaluate_command_on_run_and_external_folder(cxr_home, tmp_path, capsys)
 
 
 def test_labelled_folder_missing_class_is_explained(tmp_path):
-    from cxr.predict import labelled_folder_files
+    from cxr.external import labelled_folder_files
 
     write_png(tmp_path / "normal" / "a.png", 50)
     with pytest.raises(CxrError, match="no pneumonia folder"):

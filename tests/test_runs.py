@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from cxr import runs
+from cxr.atomic import atomic_write_json, atomic_write_text
 from cxr.config import TrainingConfig
 from cxr.errors import RunError
 
@@ -23,9 +24,9 @@ def home(tmp_path, monkeypatch):
 
 def test_atomic_write_json_round_trip_and_leaves_no_temp_files(tmp_path):
     path = tmp_path / "sub" / "a.json"
-    runs.atomic_write_json(path, {"b": 1.5, "nan": float("nan"), "list": (1, 2)})
+    atomic_write_json(path, {"b": 1.5, "nan": float("nan"), "list": (1, 2)})
     assert json.loads(path.read_text()) == {"b": 1.5, "nan": None, "list": [1, 2]}
-    runs.atomic_write_text(path, "replaced")
+    atomic_write_text(path, "replaced")
     assert path.read_text() == "replaced"
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.json"]
 
@@ -82,7 +83,7 @@ def test_list_runs_reports_best_metrics_and_survives_a_damaged_run(home):
     good = runs.new_run("d", TrainingConfig(model="seed"))
     runs.append_history_row(good, {"epoch": 1, "val_auc": 0.7, "val_accuracy": 0.6})
     runs.append_history_row(good, {"epoch": 2, "val_auc": 0.9, "val_accuracy": 0.8})
-    runs.atomic_write_json(good / runs.METRICS_FILE, {"test": {"accuracy": {"value": 0.75}, "auc": 0.8}})
+    atomic_write_json(good / runs.METRICS_FILE, {"test": {"accuracy": {"value": 0.75}, "auc": 0.8}})
     bad = home / "runs" / "zzz-bad"
     bad.mkdir(parents=True)
     (bad / "config.json").write_text("{not json")

@@ -103,7 +103,7 @@ def test_sigkill_at_random_moments_five_times_then_resume_keeps_every_epoch_exac
     assert sum(1 for epoch, _, message in kills if (epoch or 0) >= 1 and message != "starting") >= 3, (seed, kills)
     from cxr.predict import Predictor
 
-    assert Predictor.from_run(run_id).image_size == config.image_size
+    assert Predictor.load(run_id).image_size == config.image_size
     print(f"seed {seed}: killed at (epoch, batch, message) {kills}")
 
 

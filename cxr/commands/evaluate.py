@@ -159,7 +159,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cxr import evaluation
-    from cxr.predict import Predictor, external_validation
+    from cxr.atomic import atomic_write_json, atomic_write_text
+    from cxr.external import external_validation
+    from cxr.predict import Predictor
     from cxr.tensorflow_loader import import_tensorflow
 
     import_tensorflow()
@@ -240,14 +242,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "errors": result["errors"],
         "warnings": result["warnings"],
     }
-    evaluation.write_json_atomic(out / f"external_{name}.json", report)
-    evaluation.write_text_atomic(out / f"external_{name}_predictions.csv", result["predictions"].to_csv(index=False))
+    atomic_write_json(out / f"external_{name}.json", report)
+    atomic_write_text(out / f"external_{name}_predictions.csv", result["predictions"].to_csv(index=False))
     if is_run and args.output is None and predictor.metrics is not None:
         # Kept beside validation and test, in its own section, so the model card lists it separately.
         stored = dict(predictor.metrics)
         stored.setdefault("external", {})
         stored["external"] = {**(stored.get("external") or {}), result["name"]: metrics}
-        evaluation.write_json_atomic(folder / "metrics.json", stored)
+        atomic_write_json(folder / "metrics.json", stored)
         from cxr.model_card import write_model_card
 
         write_model_card(folder, stored)
