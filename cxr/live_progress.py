@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from cxr import runs
+from cxr.atomic import atomic_write_text
 
 BATCH_LOG_FILE = "batches.csv"
 BATCH_COLUMNS = ("epoch", "batch", "loss", "accuracy", "seconds")
@@ -184,4 +185,4 @@ def truncate_batch_log(run: str | os.PathLike, last_epoch: int) -> None:
     if len(kept) == len(frame):
         return
     kept = kept.astype({"epoch": "int64", "batch": "int64"})
-    runs.atomic_write_text(path, kept.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(path, kept.to_csv(index=False, lineterminator="\n"))

@@ -113,8 +113,8 @@ def finalize_stopped_run(run: str | os.PathLike, *, dataset=None) -> dict:
     with _exclusive(path):
         import keras
 
+        from cxr.atomic import atomic_write_json
         from cxr.config import TrainingConfig
-        from cxr.evaluation import write_json_atomic
         from cxr.model_card import write_model_card
         from cxr.training import finish_run, training_arrays
 
@@ -138,7 +138,7 @@ def finalize_stopped_run(run: str | os.PathLike, *, dataset=None) -> dict:
         metrics.setdefault("notes", []).append(
             f"{ended}; the model is the weights of epoch {best_epoch} (best validation AUC of the finished "
             f"epochs), evaluated as a finished run would be.")
-        write_json_atomic(path / runs.METRICS_FILE, metrics)
+        atomic_write_json(path / runs.METRICS_FILE, metrics)
         write_model_card(path, metrics)
         runs.write_status(path, finalized_after_epoch=epochs_done, finalized_epoch=best_epoch,
                           finalized_at=runs.now_iso(),

@@ -7,6 +7,7 @@ import pytest
 from helpers_app import button, errors, import_tiny_dataset, open_page, prepare_app, widget
 
 from cxr import jobs, live_progress, run_text, runs, stopped_runs
+from cxr.atomic import atomic_write_json
 from cxr.config import TrainingConfig
 
 
@@ -288,7 +289,7 @@ def test_a_stopped_run_reads_plainly_and_is_evaluated_for_use(home, monkeypatch)
                       message="Stopped by you after epoch 2 of 5; resume it to continue, or evaluate it as it is")
     path = runs.run_path(run_id)
     (path / runs.CHECKPOINT_FILE).write_bytes(b"checkpoint")
-    runs.atomic_write_json(path / runs.CHECKPOINT_INFO_FILE, {"epoch": 2, "best_epoch": 2, "best_value": 0.81})
+    atomic_write_json(path / runs.CHECKPOINT_INFO_FILE, {"epoch": 2, "best_epoch": 2, "best_value": 0.81})
     for epoch in (1, 2):
         add_epoch(run_id, epoch)
     finalized = []
@@ -296,7 +297,7 @@ def test_a_stopped_run_reads_plainly_and_is_evaluated_for_use(home, monkeypatch)
     def finalize(run, **_):  # the real one loads TensorFlow; its own tests cover it
         finalized.append(run)
         (path / runs.MODEL_FILE).write_bytes(b"model")
-        runs.atomic_write_json(path / runs.METRICS_FILE, {"threshold": 0.4})
+        atomic_write_json(path / runs.METRICS_FILE, {"threshold": 0.4})
         runs.write_status(path, finalized_after_epoch=2, finalized_epoch=2)
         return {"threshold": 0.4}
 

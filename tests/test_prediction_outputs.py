@@ -17,7 +17,8 @@ import pytest
 from test_predict import save_model_folder, write_png
 
 from cxr.errors import ModelFileError
-from cxr.predict import Predictor, external_validation
+from cxr.external import external_validation
+from cxr.predict import Predictor
 
 TEMPERATURE = 2.0
 THRESHOLD = 0.3
@@ -38,7 +39,7 @@ def model_folder(tmp_path_factory):
 
 def test_result_row_holds_the_calibrated_probability_and_its_label(model_folder):
     # v = 100: logit -1.078; raw sigmoid 0.254 (normal at 0.3), calibrated sigmoid(-0.539) = 0.368 (pneumonia).
-    predictor = Predictor.from_model_folder(model_folder)
+    predictor = Predictor.load(model_folder)
     (result,) = predictor.predict([np.full((32, 32), 100, np.uint8)], names=["grey"])
     row = result.to_row()
     assert row["probability"] == pytest.approx(sigmoid(logit_of(100) / TEMPERATURE), abs=1e-6)
@@ -71,7 +72,7 @@ def test_external_validation_applies_the_models_temperature_and_threshold(model_
         write_png(folder / "normal" / f"n{value}.png", value)
     for value in pneumonia_values:
         write_png(folder / "pneumonia" / f"p{value}.png", value)
-    report = external_validation(Predictor.from_model_folder(model_folder), folder)
+    report = external_validation(Predictor.load(model_folder), folder)
     predictions = report["predictions"].sort_values("file").reset_index(drop=True)
     values = {f"n{value}.png": value for value in normal_values}
     values |= {f"p{value}.png": value for value in pneumonia_values}
@@ -91,11 +92,11 @@ def test_a_corrupt_metrics_file_is_refused_not_ignored(tmp_path, model_folder, c
     folder.mkdir()
     (folder / "model.keras").write_bytes((model_folder / "model.keras").read_bytes())
     (folder / "metrics.json").write_text(content)
-    for load in (Predictor.from_model_folder, lambda path: Predictor.from_file(path / "model.keras")):
+    for load in (Predictor.load, lambda path: Predictor.load(path / "model.keras")):
         with pytest.raises(ModelFileError, match="metrics.json") as caught:
             load(folder)
         assert "cannot be read" in str(caught.value)
     # The same folder with the metrics file intact loads with its threshold and temperature.
     (folder / "metrics.json").write_text(json.dumps({"threshold": THRESHOLD, "temperature": TEMPERATURE}))
-    predictor = Predictor.from_model_folder(folder)
+    predictor = Predictor.load(folder)
     assert (predictor.threshold, predictor.temperature) == (THRESHOLD, TEMPERATURE)

@@ -9,6 +9,7 @@ import pytest
 from helpers_training import synthetic_dataset, tiny_config
 
 from cxr import runs, stopped_runs, training
+from cxr.atomic import atomic_write_json
 from cxr.errors import RunError
 from cxr.predict import Predictor
 from cxr.run_text import progress, state_text
@@ -74,7 +75,7 @@ def test_a_stopped_run_is_finalized_from_its_best_epoch_and_becomes_usable():
     assert state_text(runs.read_status(run_dir), 2).endswith(ending)
 
     # The Predict page's loader takes it like a finished run.
-    results = Predictor.from_run(run_dir.name).predict([dataset.images("test")[0]], names=["one"])
+    results = Predictor.load(run_dir.name).predict([dataset.images("test")[0]], names=["one"])
     assert results[0].ok and 0.0 <= results[0].probability <= 1.0
 
     allowed, reason = stopped_runs.can_finalize(run_dir)
@@ -95,7 +96,7 @@ def test_an_interrupted_run_is_finalized_and_a_resumed_one_needs_it_again():
     # A later epoch (as after a resume) makes the evaluation stale: it may be done again.
     runs.write_status(run_dir, state="stopped", pid=None)
     checkpoint = runs.read_checkpoint_info(run_dir)
-    runs.atomic_write_json(run_dir / runs.CHECKPOINT_INFO_FILE, dict(checkpoint, epoch=checkpoint["epoch"] + 1))
+    atomic_write_json(run_dir / runs.CHECKPOINT_INFO_FILE, dict(checkpoint, epoch=checkpoint["epoch"] + 1))
     assert not stopped_runs.evaluation_is_current(run_dir)
     assert stopped_runs.can_finalize(run_dir) == (True, "")
 
