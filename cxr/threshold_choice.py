@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from cxr import evaluation
+from cxr.atomic import atomic_write_json
 from cxr.errors import RunError
 
 MANUAL_RULE = "manual"
@@ -67,7 +68,7 @@ def save_manual_threshold(run_dir, threshold: float, *, now: datetime.datetime |
         "validation_specificity": (validation.get("specificity") or {}).get("value"),
         "validation_counts": validation.get("counts"),
     }
-    evaluation.write_json_atomic(run_dir / "metrics.json", updated)
+    atomic_write_json(run_dir / "metrics.json", updated)
     from cxr.model_card import write_model_card
 
     write_model_card(run_dir, updated)

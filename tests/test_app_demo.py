@@ -78,7 +78,7 @@ class CountingPredictor:
 
 def patched_predictor(monkeypatch) -> CountingPredictor:
     predictor = CountingPredictor()
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: predictor))
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, run: predictor))
     return predictor
 
 

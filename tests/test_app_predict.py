@@ -124,7 +124,7 @@ def test_the_disclaimer_is_a_banner_that_says_not_a_diagnostic_device(home):
 def test_uploads_give_one_result_each_and_a_bad_file_its_message_in_place(home, monkeypatch):
     run_id = finished_run_with_model_file()
     predictor = FakePredictor()
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: predictor))
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, run: predictor))
     at = open_predict_page()
     assert at.selectbox[0].value == run_id
     at.file_uploader[0].set_value([("white.png", b"\xff" * 10, "image/png"),
@@ -169,7 +169,7 @@ def test_uploads_give_one_result_each_and_a_bad_file_its_message_in_place(home, 
 
 def test_each_answer_is_a_plain_verdict_at_the_models_operating_point(home, monkeypatch):
     finished_run_with_model_file()
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: FakePredictor()))
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, run: FakePredictor()))
     at = open_predict_page()
     at.file_uploader[0].set_value([(f"p{value}-x.png", b"x", "image/png") for value in ("0.90", "0.55", "0.10")])
     at.run()
@@ -186,7 +186,7 @@ def test_the_operating_point_is_explained_once_from_the_models_metrics(home, mon
                "test": {"sensitivity": {"value": 0.992}, "specificity": {"value": 0.662},
                         "num_pneumonia": 390, "num_normal": 234}}
     (runs.run_path(run_id) / "metrics.json").write_text(json.dumps(metrics))
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: FakePredictor()))
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, run: FakePredictor()))
     at = open_predict_page()
     at.file_uploader[0].set_value([("a.png", b"x", "image/png"), ("b.png", b"y", "image/png")])
     at.run()
@@ -202,7 +202,7 @@ def test_the_operating_point_is_explained_once_from_the_models_metrics(home, mon
 
 def test_an_outside_image_shows_no_label_and_its_output_only_on_request(home, monkeypatch):
     finished_run_with_model_file()
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: FakePredictor()))
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, run: FakePredictor()))
     at = open_predict_page()
     at.file_uploader[0].set_value([("adult-p.png", b"\xff" * 9 + b"\x00", "image/png"),
                                    ("child.png", b"\xff" * 9 + b"\x00", "image/png")])
@@ -235,7 +235,7 @@ def test_an_outside_image_shows_no_label_and_its_output_only_on_request(home, mo
 def test_example_images_ship_with_the_app_and_are_credited(home, monkeypatch):
     finished_run_with_model_file()
     predictor = FakePredictor()
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: predictor))
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, run: predictor))
     at = open_predict_page()
     assert any("CC BY 4.0" in caption and "Kermany" in caption for caption in captions(at))
     examples = REPO_ROOT / "assets" / "examples"
@@ -272,7 +272,7 @@ def test_the_model_is_loaded_and_run_once_in_the_background_when_the_server_star
     finished_run_with_model_file()
     predictor = FakePredictor()
     loads = []
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: loads.append(run) or predictor))
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, run: loads.append(run) or predictor))
     monkeypatch.setenv("CXR_WARM_UP", "1")
     monkeypatch.setattr(ui, "_WARM_UP", {})
     at = open_page()  # Home: the first page anyone opens
@@ -294,7 +294,7 @@ def test_a_model_that_cannot_be_loaded_gives_a_clear_message(home, monkeypatch):
     def refuse(cls, run):
         raise ModelFileError("model.keras holds a Lambda layer (Python code); refused in safe mode.")
 
-    monkeypatch.setattr(Predictor, "from_run", classmethod(refuse))
+    monkeypatch.setattr(Predictor, "load", classmethod(refuse))
     at = open_predict_page()
     at.file_uploader[0].set_value(("a.png", b"\xff", "image/png"))
     at.run()

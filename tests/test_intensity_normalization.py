@@ -2,7 +2,7 @@
 
 The layer must do what its numpy twin in benchmarks/shortcut_probe.py does (the evidence in
 docs/benchmarks.md was measured with the twin), cancel any exposure/contrast change of an image, and a
-model holding it must load through ``cxr.predict.load_model_file`` (safe mode) in a fresh process.
+model holding it must load through ``cxr.model_files.load_model_file`` (safe mode) in a fresh process.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_fast_norm_loads_in_safe_mode_in_a_fresh_process_and_ensembles(tmp_path)
     expected = model.predict(images, verbose=0)
     np.save(tmp_path / "images.npy", images)
     script = (
-        "import sys, numpy as np; from cxr.predict import load_model_file; "
+        "import sys, numpy as np; from cxr.model_files import load_model_file; "
         f"m = load_model_file({str(path)!r}); "
         f"print(np.abs(m.predict(np.load({str(tmp_path / 'images.npy')!r}), verbose=0) - "
         f"np.array({expected.tolist()!r})).max())"

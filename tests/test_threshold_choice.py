@@ -59,7 +59,7 @@ def test_the_predictor_uses_the_saved_threshold(evaluated_run):
     models.build_model("fast", (32, 32, 1)).save(evaluated_run / "model.keras")
     runs.write_status(evaluated_run, state="finished")
     save_manual_threshold(evaluated_run, 0.42)
-    assert Predictor.from_run(evaluated_run.name).threshold == pytest.approx(0.42)
+    assert Predictor.load(evaluated_run.name).threshold == pytest.approx(0.42)
 
 
 @pytest.mark.parametrize("bad", [-0.01, 1.01, "0.4", None, True])

@@ -94,12 +94,13 @@ def run_settings(folder: Path) -> TrainingConfig:
 
 def save_threshold_settings(folder: Path, settings: TrainingConfig) -> None:
     """Record the threshold fields in the run's config.json, so a later finalisation uses them too."""
-    from cxr import evaluation, runs
+    from cxr import runs
+    from cxr.atomic import atomic_write_json
 
     config = runs.read_config(folder)
     config["training"] = {**(config.get("training") or {}),
                           **{name: getattr(settings, name) for name in THRESHOLD_FIELDS}}
-    evaluation.write_json_atomic(folder / "config.json", config)
+    atomic_write_json(folder / "config.json", config)
 
 
 def refinalize_from_predictions(folder: Path, settings: TrainingConfig) -> dict | None:
