@@ -53,7 +53,7 @@ def model_folder(folder: Path, *, with_logit: bool = True) -> Path:
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory) -> Predictor:
-    return Predictor.from_model_folder(model_folder(tmp_path_factory.mktemp("model")))
+    return Predictor.load(model_folder(tmp_path_factory.mktemp("model")))
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_tflite_gives_the_predictors_calibrated_probability(predictor, images, t
 
 
 def test_a_model_without_a_logit_layer_is_exported_from_its_probability(images, tmp_path):
-    predictor = Predictor.from_model_folder(model_folder(tmp_path / "plain", with_logit=False))
+    predictor = Predictor.load(model_folder(tmp_path / "plain", with_logit=False))
     result = export_model(predictor, "savedmodel", tmp_path / "plain_export")
     got = savedmodel_probabilities(result.model, images)
     assert np.max(np.abs(got - predictor.probabilities(images))) <= 1e-4
@@ -155,7 +155,7 @@ def test_export_command_takes_a_run_id(cxr_home, images, tmp_path):
                      cxr_home, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "sidecar:" in result.stdout and "I0000" not in result.stderr
-    expected = Predictor.from_run(run).probabilities(images)
+    expected = Predictor.load(run).probabilities(images)
     assert np.max(np.abs(savedmodel_probabilities(tmp_path / "out" / "m", images) - expected)) <= 1e-4
     refused = run_cli(["export", run.name, "--format", "onnx", "--output", str(tmp_path / "m.onnx")], cxr_home,
                       tmp_path)
