@@ -2,6 +2,7 @@
 plain verdict ("Pneumonia likely" / "unlikely" / "Uncertain — near the threshold") at the model's operating
 point, whether the image is inside the model's training population, and the X-ray beside its heat map."""
 
+import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +87,12 @@ def explain_operating_point(choice: str) -> None:
 
 
 def chosen_sources(files: list) -> list[Source]:
-    sources = [Source(file.name, file.getvalue(), f"upload:{getattr(file, 'file_id', None) or file.name}:{file.size}")
-               for file in files or []]
+    """The uploads, then the chosen examples. A file's key is its name and content hash: the same file
+    uploaded again is not predicted again."""
+    sources = []
+    for file in files or []:
+        data = file.getvalue()
+        sources.append(Source(file.name, data, f"upload:{file.name}:{hashlib.sha1(data).hexdigest()}"))
     for example in st.session_state.get(ui.KEY_EXAMPLES) or []:
         path = EXAMPLES_DIR / example
         if path.is_file():
@@ -96,26 +101,34 @@ def chosen_sources(files: list) -> list[Source]:
 
 
 def predict_sources(choice: str, sources: list[Source], explain_method: str) -> dict | None:
-    """Results for ``sources``, computed once per (model, files, method) and kept in the session so that
-    controls and reruns do not predict again. ``None`` when the model cannot be loaded (message shown)."""
-    signature = (choice, ui.model_version(choice), explain_method, tuple(source.key for source in sources))
-    cached = st.session_state.get(ui.KEY_PREDICTIONS)
-    if cached and cached.get("signature") == signature:
-        return cached
-    predictor = load_predictor_or_error(choice)
-    if predictor is None:
-        return None
-    contents = [source.data for source in sources]
-    if not ui.admit_prediction(contents, explain_method):  # demo limits: refused before the model runs
-        return None
-    started = time.perf_counter()
-    with st.spinner(f"Predicting {len(sources)} image(s)…"):
-        results = predictor.predict(contents, names=[source.name for source in sources],
-                                    explain=None if explain_method == "none" else explain_method)
-    ui.audit_predictions(choice, contents, results)
-    entry = {"signature": signature, "results": list(results), "seconds": time.perf_counter() - started}
-    st.session_state[ui.KEY_PREDICTIONS] = entry
-    return entry
+    """``{"results": [PredictionResult] in the order of sources, "seconds": of the last model call, "new":
+    images predicted by this call}``. Each image is predicted once per (model, method) and kept in the
+    session: adding a file predicts only that file, and controls and reruns predict nothing. ``None`` when
+    the model cannot be loaded or a demo limit refuses (message shown)."""
+    context = (choice, ui.model_version(choice), explain_method)
+    stored = st.session_state.get(ui.KEY_PREDICTIONS) or {}
+    same_context = stored.get("context") == context
+    known = dict(stored.get("results", {})) if same_context else {}
+    seconds = stored.get("seconds", 0.0) if same_context else 0.0
+    missing = [source for source in sources if source.key not in known]
+    if missing:
+        predictor = load_predictor_or_error(choice)
+        if predictor is None:
+            return None
+        contents = [source.data for source in missing]
+        if not ui.admit_prediction(contents, explain_method):  # demo limits: refused before the model runs
+            return None
+        started = time.perf_counter()
+        with st.spinner(f"Predicting {len(missing)} image(s)…"):
+            results = predictor.predict(contents, names=[source.name for source in missing],
+                                        explain=None if explain_method == "none" else explain_method)
+        ui.audit_predictions(choice, contents, results)
+        seconds = time.perf_counter() - started
+        known.update({source.key: result for source, result in zip(missing, results, strict=True)})
+    # Forget files no longer chosen: the session holds only what is on the page.
+    known = {source.key: known[source.key] for source in sources}
+    st.session_state[ui.KEY_PREDICTIONS] = {"context": context, "results": known, "seconds": seconds}
+    return {"results": [known[source.key] for source in sources], "seconds": seconds, "new": len(missing)}
 
 
 def population_of(result):
@@ -255,7 +268,8 @@ def main() -> None:
         return
     results = entry["results"]
     answered = sum(1 for result in results if not result.error)
-    st.caption(f"{answered} of {len(results)} image(s) predicted in {entry['seconds']:.2f} s"
+    timing = "" if entry["new"] in (0, len(results)) else f" (the {entry['new']} new one(s))"
+    st.caption(f"{answered} of {len(results)} image(s) predicted in {entry['seconds']:.2f} s{timing}"
                + (f"; {len(results) - answered} could not be read." if answered < len(results) else "."))
     for index, result in enumerate(results):
         result_card(result, index, opacity)

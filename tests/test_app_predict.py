@@ -167,6 +167,26 @@ def test_uploads_give_one_result_each_and_a_bad_file_its_message_in_place(home, 
     assert image_captions(at) == ["Original (as the model saw it)"] * 2
 
 
+def test_adding_a_file_predicts_only_that_file(home, monkeypatch):
+    finished_run_with_model_file()
+    predictor = FakePredictor()
+    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: predictor))
+    at = open_predict_page()
+    first = ("first.png", b"\xff\x00", "image/png")
+    at.file_uploader[0].set_value([first])
+    at.run()
+    at.file_uploader[0].set_value([first, ("second.png", b"\xff\xff", "image/png")])
+    at.run()
+    assert predictor.names == [["first.png"], ["second.png"]]
+    assert at.dataframe[0].value["file"].tolist() == ["first.png", "second.png"]
+    assert any("2 of 2 image(s) predicted in" in caption and "(the 1 new one(s))" in caption
+               for caption in captions(at))
+    # The same name with other content is another image.
+    at.file_uploader[0].set_value([("first.png", b"\x00\x00", "image/png")])
+    at.run()
+    assert predictor.names[-1] == ["first.png"] and len(predictor.names) == 3
+
+
 def test_each_answer_is_a_plain_verdict_at_the_models_operating_point(home, monkeypatch):
     finished_run_with_model_file()
     monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, run: FakePredictor()))
