@@ -46,7 +46,7 @@ KEY_THRESHOLD_MESSAGE = "evaluation_threshold_message"  # outcome of saving a th
 KEY_EVALUATION_GROUP = "evaluation_group"  # the group of images shown on Evaluate (a confusion-matrix cell)
 KEY_PREDICT_MODEL = "predict_model"  # model chosen on the Predict page (DEFAULT_MODEL or a run id)
 KEY_UPLOADS = "predict_uploads"  # the Predict page's file uploader
-KEY_PREDICTIONS = "predictions"  # {"context": (model, version, method), "results": {file key: PredictionResult}, "seconds"}
+KEY_PREDICTIONS = "predictions"  # {"context": (model, version, method), "results": {file key: result}, …}
 KEY_EXPLAIN = "predict_explain"  # heat map method on the Predict page
 KEY_OPACITY = "predict_opacity"  # heat map opacity on the Predict page
 KEY_EXAMPLES = "predict_examples"  # example images chosen on the Predict page
@@ -125,15 +125,15 @@ class PageEntry:
 
 
 PAGES = (
-    PageEntry("home", "streamlit_app.py", "Home", ":material/home:", "What this app does and does not"),
+    PageEntry("home", "streamlit_app.py", "Home", ":material/home:", "What this app does and does not."),
     PageEntry("data", "pages/data.py", "Data", ":material/dataset:",
-              "Data: import a data set, look at it, preview augmentation"),
+              "Import a data set, look at it, preview augmentation."),
     PageEntry("train", "pages/train.py", "Train", ":material/model_training:",
-              "Train: choose settings, start, follow live, stop, compare runs"),
+              "Choose settings, start, follow live, stop, compare runs."),
     PageEntry("evaluate", "pages/evaluate.py", "Evaluate", ":material/analytics:",
-              "Evaluate: report, confusion matrix, ROC/PR, threshold, calibration"),
+              "Report, confusion matrix, ROC/PR, threshold, calibration."),
     PageEntry("predict", "pages/predict.py", "Predict", ":material/radiology:",
-              "Predict: drop X-rays (JPEG, PNG, DICOM), get a plain-language answer and a heat map"),
+              "Drop chest X-rays (JPEG, PNG, DICOM): a plain-language answer and a heat map."),
 )
 FAVICON = Path(__file__).resolve().parent / "assets" / "favicon.png"  # a file, not a font server: works offline
 
@@ -294,9 +294,9 @@ def bundled_model_label() -> str:
         metrics = json.loads((paths.BUNDLED_MODEL_DIR / "metrics.json").read_text())
         auc = metrics["validation"]["auc"]
         auc = auc["value"] if isinstance(auc, dict) else auc
-        return f"Bundled model (pediatric chest X-rays) · validation AUC {float(auc):.3f}"
+        return f"Bundled model · validation AUC {float(auc):.3f}"
     except (OSError, ValueError, KeyError, TypeError):
-        return "Bundled model (pediatric chest X-rays)"
+        return "Bundled model"
 
 
 def model_metrics(choice: str) -> dict | None:
@@ -365,6 +365,15 @@ def warm_up_in_background() -> threading.Thread | None:
             _WARM_UP["thread"] = threading.Thread(target=_warm_up, name="cxr-model-warm-up", daemon=True)
             _WARM_UP["thread"].start()
         return _WARM_UP["thread"]
+
+
+def wait_for_warm_up(timeout: float = 300.0) -> None:
+    """Wait (with a spinner) for the background warm-up when it is still running, so that a first
+    prediction does not load and trace the same model a second time beside it."""
+    thread = _WARM_UP.get("thread")
+    if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        with st.spinner("Loading the model…"):
+            thread.join(timeout)
 
 
 def _warm_up() -> None:

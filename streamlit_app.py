@@ -62,7 +62,8 @@ def main() -> None:
 
     st.subheader("Pages")
     for key in (key for key in ui.available_pages() if key != "home"):
-        ui.link_to(key, ui.page_entry(key).summary)
+        ui.link_to(key, ui.page_entry(key).label)
+        st.caption(ui.page_entry(key).summary)
 
 
 ui.run_page(main, key="home")

@@ -33,7 +33,8 @@ LEGEND_HTML = (
     "<span>weak</span>"
     '<div style="flex:1;height:0.8em;border-radius:3px;background:linear-gradient(to right,'
     '#00007f,#0000ff 12%,#00ffff 37%,#ffff00 63%,#ff0000 88%,#7f0000)"></div>'
-    "<span>strong influence on the answer</span></div>"
+    "<span>strong</span></div>"
+    '<div style="font-size:0.8em;color:#6b7280;text-align:center">where the model looked — not a lesion</div>'
 )
 HEAT_MAP_CAPTION = ("The heat map shows where the model looked for its answer, **not a lesion**. Colours are "
                     "scaled within each image: red marks the most influential region even when pneumonia is "
@@ -112,6 +113,7 @@ def predict_sources(choice: str, sources: list[Source], explain_method: str) -> 
     seconds = stored.get("seconds", 0.0) if same_context else 0.0
     missing = [source for source in sources if source.key not in known]
     if missing:
+        ui.wait_for_warm_up()
         predictor = load_predictor_or_error(choice)
         if predictor is None:
             return None
@@ -150,38 +152,15 @@ def headline_of(result) -> str:
 
 
 def result_card(result, index: int, opacity: float) -> None:
-    """One image: the verdict first (it is what a reader looks for, also on a phone), then the X-ray beside
-    its heat map."""
+    """One image: the verdict first (what a reader looks for; on a phone the columns stack, so it also comes
+    first there), then the X-ray beside its heat map."""
     with st.container(border=True):
         if result.error:
             st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
             return
-        st.caption(result.name)
-        population = population_of(result)
-        show_heat_map = True
-        if is_outside(result):
-            st.warning(f"{OUTSIDE_TEXT}: {population.reason or 'unlike the images it was trained on'}.",
-                       icon=":material/block:")
-            st.markdown("The model's answer is withheld: it learned from one population of images and its "
-                        "probability means nothing outside it.")
-            show_heat_map = st.toggle("Show the model's output anyway", key=f"{ui.KEY_SHOW_ANYWAY}{index}",
-                                      help="For research: the number the model gives, which is not reliable "
-                                           "for this image.")
-            if show_heat_map:
-                would_be = interpretation.verdict(result.probability, result.threshold).headline
-                st.markdown(f"Model output, not reliable for this image: P(pneumonia) "
-                            f"{100 * float(result.probability):.1f} % (it would read \"{would_be}\").")
-        else:
-            verdict = interpretation.verdict(result.probability, result.threshold)
-            st.markdown(f"### {verdict.headline}")
-            st.markdown(f"Probability of pneumonia **{100 * float(result.probability):.1f} %** "
-                        f"(this model's threshold: {100 * float(result.threshold):.0f} %).")
-            if population is None or population.status == "unknown":
-                st.caption("This model has no population check: it cannot tell whether this image resembles "
-                           "the images it was trained on.")
-        for warning in result.warnings or []:
-            st.warning(warning, icon=":material/warning:")
-        original, heat = st.columns(2)
+        text, original, heat = st.columns([1.3, 1, 1])
+        with text:
+            show_heat_map = verdict_text(result, index)
         original.image(result.image, caption="Original (as the model saw it)", width="stretch")
         heatmap = getattr(result, "heatmap", None)
         if not show_heat_map:
@@ -192,7 +171,37 @@ def result_card(result, index: int, opacity: float) -> None:
         heat.image(explain.overlay(result.image, heatmap, alpha=opacity),
                    caption=f"{result.name} — heat map", width="stretch")
         heat.html(LEGEND_HTML)
-        st.caption(HEAT_MAP_CAPTION)
+
+
+def verdict_text(result, index: int) -> bool:
+    """The words of a card; returns whether its heat map may be shown (not for an outside image, unless
+    its output was asked for)."""
+    st.caption(result.name)
+    population = population_of(result)
+    show_heat_map = True
+    if is_outside(result):
+        st.warning(f"{OUTSIDE_TEXT}: {population.reason or 'unlike the images it was trained on'}.",
+                   icon=":material/block:")
+        st.markdown("The model's answer is withheld: it learned from one population of images, and its "
+                    "probability means nothing outside it.")
+        show_heat_map = st.toggle("Show the model's output anyway", key=f"{ui.KEY_SHOW_ANYWAY}{index}",
+                                  help="For research: the number the model gives, which is not reliable "
+                                       "for this image.")
+        if show_heat_map:
+            would_be = interpretation.verdict(result.probability, result.threshold).headline
+            st.markdown(f"Model output, not reliable for this image: P(pneumonia) "
+                        f"{100 * float(result.probability):.1f} % (it would read \"{would_be}\").")
+    else:
+        verdict = interpretation.verdict(result.probability, result.threshold)
+        st.markdown(f"### {verdict.headline}")
+        st.markdown(f"Probability of pneumonia **{100 * float(result.probability):.1f} %** "
+                    f"(this model's threshold: {100 * float(result.threshold):.0f} %).")
+        if population is None or population.status == "unknown":
+            st.caption("This model has no population check: it cannot tell whether this image resembles "
+                       "the images it was trained on.")
+    for warning in result.warnings or []:
+        st.warning(warning, icon=":material/warning:")
+    return show_heat_map
 
 
 def results_table(results: list) -> pd.DataFrame:
@@ -210,7 +219,7 @@ def results_table(results: list) -> pd.DataFrame:
         rows.append({
             "file": result.name,
             "result": headline_of(result),
-            "p_pneumonia": None if hidden else round(float(result.probability), 4),
+            "p_pneumonia": None if hidden else float(result.probability),
             "population": "" if population is None else population.status,
             "notes": " | ".join(notes),
         })
@@ -237,42 +246,32 @@ def examples_picker() -> None:
                                        "model was trained on (not images it learned from).")
 
 
-def main() -> None:
-    st.title("Predict")
-    ui.disclaimer()
-    choice = choose_model()
-    if choice is None:
-        return
-    explain_operating_point(choice)
-    files = st.file_uploader("Chest X-rays (JPEG, PNG, DICOM; one or many)", type=IMAGE_TYPES,
-                             accept_multiple_files=True, key=ui.KEY_UPLOADS,
-                             help="Frontal chest X-rays. Files are processed in memory and not kept.")
-    examples_picker()
-    method_column, opacity_column = st.columns(2)
-    explain_method = method_column.segmented_control(
-        "Heat map", list(EXPLAIN_CHOICES), format_func=EXPLAIN_CHOICES.get, default="gradcam", key=ui.KEY_EXPLAIN,
-        help="Grad-CAM: where the last convolution looked. SHAP: pixel attributions (seconds per image).",
-    ) or "gradcam"
-    opacity = opacity_column.slider("Heat map opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=ui.KEY_OPACITY,
-                                    disabled=explain_method == "none",
-                                    help="0: the X-ray only; 1: the colours only.")
-    sources = chosen_sources(files)
-    if not sources:
-        st.caption("Drop one or more images above, or pick an example, to see predictions.")
-        st.caption(EXAMPLES_CREDIT)
-        return
-    entry = None
-    with ui.guarded("Predicting"):
-        entry = predict_sources(choice, sources, explain_method)
-    if entry is None:
-        return
+def heat_map_settings() -> tuple[str, float]:
+    """The heat map's method and opacity, folded away: on a phone the results come first."""
+    with st.expander("Heat map settings", icon=":material/tune:"):
+        method = st.segmented_control(
+            "Heat map", list(EXPLAIN_CHOICES), format_func=EXPLAIN_CHOICES.get, default="gradcam",
+            key=ui.KEY_EXPLAIN,
+            help="Grad-CAM: where the last convolution looked. SHAP: pixel attributions (seconds per image).",
+        ) or "gradcam"
+        opacity = st.slider("Heat map opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=ui.KEY_OPACITY,
+                            disabled=method == "none", help="0: the X-ray only; 1: the colours only.")
+        st.caption(HEAT_MAP_CAPTION)
+    return method, opacity
+
+
+def show_results(entry: dict) -> None:
     results = entry["results"]
     answered = sum(1 for result in results if not result.error)
     timing = "" if entry["new"] in (0, len(results)) else f" (the {entry['new']} new one(s))"
     st.caption(f"{answered} of {len(results)} image(s) predicted in {entry['seconds']:.2f} s{timing}"
                + (f"; {len(results) - answered} could not be read." if answered < len(results) else "."))
+    opacity = st.session_state.get(ui.KEY_OPACITY, DEFAULT_OPACITY)
     for index, result in enumerate(results):
         result_card(result, index, opacity)
+
+
+def show_table(results: list) -> None:
     st.dataframe(styled(results_table(results)), hide_index=True, column_config={
         "file": st.column_config.TextColumn("File"),
         "result": st.column_config.TextColumn("Result"),
@@ -282,8 +281,34 @@ def main() -> None:
     })
     st.download_button("Download results (CSV)", csv_bytes(results), file_name="predictions.csv", mime="text/csv",
                        icon=":material/download:", on_click="ignore")
-    if any(source.key.startswith("example:") for source in sources):
-        st.caption(EXAMPLES_CREDIT)
+
+
+def main() -> None:
+    st.title("Predict")
+    ui.disclaimer()
+    choice = choose_model()
+    if choice is None:
+        return
+    files = st.file_uploader("Chest X-rays (JPEG, PNG, DICOM; one or many)", type=IMAGE_TYPES,
+                             accept_multiple_files=True, key=ui.KEY_UPLOADS,
+                             help="Frontal chest X-rays. Files are processed in memory and not kept.")
+    explain_method, _ = heat_map_settings()
+    # The examples' picker is drawn below the results, but its choice (kept by Streamlit from the last run)
+    # is read here.
+    sources = chosen_sources(files)
+    entry = None
+    if sources:
+        with ui.guarded("Predicting"):
+            entry = predict_sources(choice, sources, explain_method)
+        if entry is not None:
+            show_results(entry)
+    explain_operating_point(choice)
+    if entry is not None:
+        show_table(entry["results"])
+    examples_picker()
+    if not sources:
+        st.caption("Drop one or more images above, or pick an example, to see predictions.")
+    st.caption(EXAMPLES_CREDIT)
 
 
 ui.run_page(main, key="predict")
