@@ -170,7 +170,7 @@ def test_uploads_give_one_result_each_and_a_bad_file_its_message_in_place(home, 
 def test_adding_a_file_predicts_only_that_file(home, monkeypatch):
     finished_run_with_model_file()
     predictor = FakePredictor()
-    monkeypatch.setattr(Predictor, "from_run", classmethod(lambda cls, run: predictor))
+    monkeypatch.setattr(Predictor, "load", classmethod(lambda cls, run: predictor))
     at = open_predict_page()
     first = ("first.png", b"\xff\x00", "image/png")
     at.file_uploader[0].set_value([first])
