@@ -24,6 +24,7 @@ from app_deployment import (  # noqa: F401 - re-exported: pages call them as ui.
     admit_prediction,
     demo_mode,
     demo_refusal,
+    demo_session_summary,
     demo_sidebar,
     deployment,
     read_only_reason,
@@ -100,6 +101,7 @@ def run_page(page: Callable[[], None], *, key: str) -> None:
         page()
     except Exception as error:  # noqa: BLE001
         show_error(error, f"The {page_entry(key).label} page")
+    demo_session_summary()
     warm_up_in_background()
 
 

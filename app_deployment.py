@@ -47,16 +47,22 @@ def demo_refusal(label: str) -> str:
 
 
 def demo_sidebar() -> None:
-    """On a demo server, say so in the sidebar: what it does, what it does not do, this session's limits."""
+    """On a demo server, say so in the sidebar: what it does and what it does not do."""
     if not demo_mode():
         return
-    with st.sidebar:
-        st.info("**Public demo.** Try the ready models on your own chest X-rays. This demo does not train models "
-                "or import data sets, and it writes nothing you upload to disk: results live in this browser "
-                "tab until you close it (download them as CSV).", icon=":material/public:")
-        summary = session_limiter().summary()
-        if summary:
-            st.caption(summary)
+    st.sidebar.info("**Public demo.** Try the ready models on your own chest X-rays. This demo does not train "
+                    "models or import data sets, and it writes nothing you upload to disk: results live in this "
+                    "browser tab until you close it (download them as CSV).", icon=":material/public:")
+
+
+def demo_session_summary() -> None:
+    """On a demo server, what this session has used of its limits, under the sidebar's note. Drawn after the
+    page's body, so it counts the images that body has just predicted."""
+    if not demo_mode():
+        return
+    summary = session_limiter().summary()
+    if summary:
+        st.sidebar.caption(summary)
 
 
 def session_limiter():

@@ -228,6 +228,7 @@ def test_predictions_per_minute_limit(home, monkeypatch):
     demo(monkeypatch, CXR_DEMO_MODELS=finished_run(), CXR_DEMO_PREDICTIONS_PER_MINUTE=3)
     at = open_page(PAGES["predict"])
     upload(at, [("a.png", b"\xff"), ("b.png", b"\x00")])
+    assert "This session: 2 of 3 images in the last minute" in sidebar_text(at)  # counts this run's images
     upload(at, [("c.png", b"\xff"), ("d.png", b"\x00")])  # 4 in a minute: refused
     assert any("at most 3 images per minute" in text and "Try again in" in text for text in warnings_of(at))
     assert predictor.images == 2
