@@ -13,7 +13,9 @@ from cxr.config import (
     CLASS_NAMES,
     CONTRAST_RANGE,
     IMAGE_SIZE_RANGE,
+    PHOTOMETRIC_RANGE,
     PRESETS,
+    RANDOM_CROP_RANGE,
     ROTATION_RANGE,
     SHIFT_RANGE,
     ZOOM_RANGE,
@@ -24,6 +26,7 @@ from cxr.config import (
 SAMPLES_PER_CLASS = 6
 INTENSITY_SAMPLE = 300  # images per class for the intensity histogram: enough for a smooth curve, fast
 AUGMENTATIONS_SHOWN = 6
+GALLERY_WIDTH = 140  # px per image: six in a row fit a 1280 px window with the menu open
 DATA_TABS = ("Class balance", "Sample images", "Sizes and intensities", "Augmentation preview", "Import report")
 
 
@@ -122,12 +125,12 @@ def sample_gallery(dataset) -> None:
         chosen = generator.choice(indices, size=min(SAMPLES_PER_CLASS, len(indices)), replace=False)
         files = dataset.manifest[dataset.manifest["split"] == split]["file"].tolist()
         captions = [breakable(files[i].rsplit("/", 1)[-1]) if i < len(files) else f"image {i + 1}" for i in chosen]
-        st.image([images[i] for i in chosen], caption=captions, width=150)
+        st.image([images[i] for i in chosen], caption=captions, width=GALLERY_WIDTH)
 
 
 def breakable(name: str) -> str:
     """A file name that wraps between its parts ("person1_virus_6.jpeg" after "_", "-" and "."), not in the
-    middle of a word, under a 150 px image: a zero-width space after each separator."""
+    middle of a word, under a gallery image: a zero-width space after each separator."""
     for separator in ("_", "-", "."):
         name = name.replace(separator, separator + "\u200b")
     return name
@@ -176,25 +179,34 @@ def augmentation_preview(dataset) -> None:
     defaults = training_settings()
     st.caption("Starts from the Train page's augmentation settings. Try other strengths here, then keep them for "
                "training with the button below.")
-    columns = st.columns(4)
+    # Three rows as the Train page groups them: shape, position, intensity.
+    columns = st.columns(3)
     rotation = columns[0].slider("Rotation (± degrees)", *ROTATION_RANGE, value=float(defaults.rotation_degrees),
                                  step=5.0, help="Rotate by a random angle up to this many degrees either way.")
     zoom = columns[1].slider("Zoom (± fraction of the size)", *ZOOM_RANGE, value=float(defaults.zoom), step=0.05,
                              help="Zoom in or out by up to this fraction of the image size.")
-    width_shift = columns[2].slider("Width shift (± fraction of the width)", *SHIFT_RANGE,
+    flip = columns[2].toggle("Horizontal flip", value=bool(defaults.horizontal_flip),
+                             help="Mirror half of the images left to right.")
+    columns = st.columns(3)
+    width_shift = columns[0].slider("Width shift (± fraction of the width)", *SHIFT_RANGE,
                                     value=float(defaults.width_shift), step=0.05,
                                     help="Move left or right by up to this fraction of the width.")
-    height_shift = columns[3].slider("Height shift (± fraction of the height)", *SHIFT_RANGE,
+    height_shift = columns[1].slider("Height shift (± fraction of the height)", *SHIFT_RANGE,
                                      value=float(defaults.height_shift), step=0.05,
                                      help="Move up or down by up to this fraction of the height.")
-    columns = st.columns(4)
-    flip = columns[0].toggle("Horizontal flip", value=bool(defaults.horizontal_flip),
-                             help="Mirror half of the images left to right.")
-    brightness = columns[1].slider("Brightness (± fraction of white)", *BRIGHTNESS_RANGE,
+    random_crop = columns[2].slider("Random crop (fraction of the area)", *RANDOM_CROP_RANGE,
+                                    value=float(defaults.random_crop), step=0.05,
+                                    help="Crop away up to this fraction of the area at random and resize back.")
+    columns = st.columns(3)
+    brightness = columns[0].slider("Brightness (± fraction of white)", *BRIGHTNESS_RANGE,
                                    value=float(defaults.brightness), step=0.05,
                                    help="Add up to ± this fraction of full white to every pixel.")
-    contrast = columns[2].slider("Contrast (± fraction)", *CONTRAST_RANGE, value=float(defaults.contrast), step=0.05,
+    contrast = columns[1].slider("Contrast (± fraction)", *CONTRAST_RANGE, value=float(defaults.contrast), step=0.05,
                                  help="Scale the contrast by 1 ± this around the image's mean.")
+    photometric = columns[2].slider("Acquisition changes (strength 0–1)", *PHOTOMETRIC_RANGE,
+                                    value=float(defaults.photometric), step=0.05,
+                                    help="Gamma, blur or sharpening, noise and background level at random strengths "
+                                         "up to this (0 = off).")
     split = "train" if "train" in dataset.splits else dataset.splits[0]
     images = dataset.images(split)
     names = image_choices(dataset, split)
@@ -202,7 +214,7 @@ def augmentation_preview(dataset) -> None:
                          key="data_preview_image", help="Type to search by file name.")
     augmentation = {"rotation_degrees": rotation, "zoom": zoom, "width_shift": width_shift,
                     "height_shift": height_shift, "horizontal_flip": flip, "brightness": brightness,
-                    "contrast": contrast}
+                    "contrast": contrast, "random_crop": random_crop, "photometric": photometric}
     config = defaults.replace(image_size=dataset.image_size, **augmentation)
     changed = any(getattr(defaults, name) != value for name, value in augmentation.items())
     if st.button("Use these augmentation settings for training", icon=":material/check:", disabled=not changed,
@@ -217,7 +229,7 @@ def augmentation_preview(dataset) -> None:
     with st.spinner("Augmenting…"):
         augmented = ui.augment_examples(images[int(index or 0)], config, count=AUGMENTATIONS_SHOWN, seed=seed)
     st.image([images[int(index or 0)]] + list(augmented), caption=["original"] + [f"random {i + 1}" for i in
-                                                                            range(len(augmented))], width=150)
+                                                                            range(len(augmented))], width=GALLERY_WIDTH)
 
 
 def explore_section() -> None:
