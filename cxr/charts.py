@@ -226,21 +226,26 @@ def compare_runs_chart(histories: Mapping[str, pd.DataFrame], metric: str):
     """One colour per run, solid for validation and dashed for train, of ``metric`` per epoch."""
     alt = _altair()
     frame = compare_runs_frame(histories, metric)
-    return alt.Chart(frame).mark_line(point=True).encode(
+    base = alt.Chart(frame).encode(
         x=alt.X("epoch:Q", title="Epoch", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("value:Q", title=METRIC_TITLES.get(metric, metric), scale=alt.Scale(zero=False)),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=alt.Axis(format="~g")),
         color=alt.Color("run:N", title="Run", legend=alt.Legend(orient="bottom", direction="vertical",
                                                                 symbolType="stroke", labelLimit=600)),
-        # Stroke symbols show the dash pattern in the legend (the default circle cannot), and the labels
-        # say it in words too.
+        tooltip=["run:N", "epoch:Q", "split:N", alt.Tooltip("value:Q", format=".4f")],
+    )
+    # The dashes on a line layer of their own: with points on the same mark, the legend drew each line style
+    # as a point, which shows no dash (an empty legend). Stroke symbols show the pattern, and the labels say
+    # it in words too.
+    lines = base.mark_line().encode(
         strokeDash=alt.StrokeDash("split:N", title="Line",
                                   scale=alt.Scale(domain=["validation", "train"], range=[[1, 0], [5, 3]]),
                                   legend=alt.Legend(orient="top", symbolType="stroke", symbolStrokeWidth=2,
                                                     symbolSize=400, symbolStrokeColor="#444444",
                                                     labelExpr="datum.label == 'train' ? 'train (dashed)' : "
-                                                              "'validation (solid)'")),
-        tooltip=["run:N", "epoch:Q", "split:N", alt.Tooltip("value:Q", format=".4f")],
-    ).properties(title=f"{METRIC_TITLES.get(metric, metric)}: run comparison", height=320)
+                                                              "'validation (solid)'")))
+    points = base.mark_point(filled=True, size=30)
+    return alt.layer(lines, points).properties(title=f"{METRIC_TITLES.get(metric, metric)}: run comparison",
+                                               height=320)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -59,12 +59,16 @@ def run_name(summary: Any) -> str:
 
 def run_label(summary: Any) -> str:
     """``run_name`` plus the best validation AUC, and the state when it is not "finished":
-    "fast on kermany, 26 Nov 2026, 10:52 UTC · best validation AUC 0.874 · stopped"."""
+    "fast on kermany, 26 Nov 2026, 10:52 UTC · best validation AUC 0.874 · stopped". A run that is still
+    training reads "… · training" without a figure: its best AUC changes every epoch, and a label drawn once
+    would soon be stale."""
+    state = _field(summary, "state")
+    if state in ("queued", "running", "stopping"):
+        return f"{run_name(summary)} · {'waiting in the queue' if state == 'queued' else 'training'}"
     parts = [run_name(summary)]
     auc = _field(summary, "best_val_auc")
     parts.append(f"best validation AUC {auc:.3f}" if isinstance(auc, (int, float)) and auc == auc
                  else "no validation AUC recorded")
-    state = _field(summary, "state")
     if state and state != "finished":
         parts.append(str(state))
     return " · ".join(parts)

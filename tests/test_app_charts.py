@@ -111,7 +111,10 @@ def test_size_chart_draws_a_bar_per_size_when_sizes_are_few():
 def test_run_comparison_legend_tells_train_from_validation_and_history_legends_sit_above():
     history = pd.DataFrame({"epoch": [1, 2], "auc": [0.6, 0.7], "val_auc": [0.5, 0.8]})
     spec = charts.compare_runs_chart({"run a": history, "run b": history}, "auc").to_dict()
-    legend = spec["encoding"]["strokeDash"]["legend"]
+    dashed = [layer for layer in spec["layer"] if "strokeDash" in layer.get("encoding", {})]
+    # The dashes live on a line layer without points (points made the legend draw dots, which show no dash).
+    assert len(dashed) == 1 and dashed[0]["mark"]["type"] == "line" and not dashed[0]["mark"].get("point")
+    legend = dashed[0]["encoding"]["strokeDash"]["legend"]
     assert legend["symbolType"] == "stroke" and "dashed" in legend["labelExpr"] and "solid" in legend["labelExpr"]
     # A legend beside one chart and not the other made the learning-rate chart wider than its neighbours.
     assert charts.history_chart(history, "auc").to_dict()["encoding"]["color"]["legend"]["orient"] == "top"

@@ -16,8 +16,9 @@ def summary(run_id="20261126-105222-fast-3fa2c1", **fields):
 
 def test_a_run_reads_as_model_data_set_time_and_auc():
     assert run_label(summary()) == "fast on kermany, 26 Nov 2026, 10:52 UTC · best validation AUC 0.874"
-    assert run_label(summary(state="running", best_val_auc=None)) == \
-        "fast on kermany, 26 Nov 2026, 10:52 UTC · no validation AUC recorded · running"
+    assert run_label(summary(state="running", best_val_auc=0.6)) == "fast on kermany, 26 Nov 2026, 10:52 UTC · training"
+    assert run_label(summary(state="failed", best_val_auc=None)) == \
+        "fast on kermany, 26 Nov 2026, 10:52 UTC · no validation AUC recorded · failed"
     assert run_label(summary(state="stopped")).endswith("· best validation AUC 0.874 · stopped")
     # A damaged run folder (model and data set unknown) still gets a name: its id.
     assert run_label(summary(model="?", dataset="?", created=None)).startswith("20261126-105222-fast-3fa2c1")

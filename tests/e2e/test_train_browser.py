@@ -44,6 +44,7 @@ def make_png_folder(root: Path, per_class: int) -> Path:
 def screenshots(page, name: str) -> None:
     """``name-1280.png`` and ``name-390.png`` (phone width) of the page as it is now."""
     viewport = page.viewport_size
+    page.mouse.move(1, 1)  # no tooltip of a hovered control over the picture
     for suffix, width in WIDTHS.items():
         page.set_viewport_size({"width": width, "height": viewport["height"]})
         page.wait_for_timeout(500)  # let the layout and the charts settle at the new width
