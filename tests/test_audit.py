@@ -186,3 +186,13 @@ def test_a_non_finite_number_is_written_as_null(tmp_path, value):
     record = record_of(result(probability=value), b"x", model_id="d", model_version="v")
     assert record["probability"] is None
     AuditLog(tmp_path / "a.jsonl").write([record])  # allow_nan=False would raise on NaN
+
+
+def test_a_real_population_verdict_is_recorded():
+    from cxr.population import PopulationVerdict
+
+    verdict = PopulationVerdict(status="outside", score=9.5, percentile=99.9, threshold=4.0,
+                                reasons=("DICOM says this is a lateral view",))
+    record = record_of(result(label=None, population=verdict), b"x", model_id="default", model_version="v")
+    assert (record["population"], record["population_score"], record["population_percentile"],
+            record["population_reason"]) == ("outside", 9.5, 99.9, "DICOM says this is a lateral view")
