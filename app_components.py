@@ -22,6 +22,7 @@ from app_deployment import (  # noqa: F401 - re-exported: pages call them as ui.
     DEMO_REFUSED_PAGES,
     KEY_LIMITER,
     admit_prediction,
+    allowed_explain_methods,
     demo_mode,
     demo_refusal,
     demo_session_summary,

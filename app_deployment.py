@@ -86,6 +86,15 @@ def admit_prediction(contents: list[bytes], explain_method: str | None) -> bool:
     return decision.allowed
 
 
+def allowed_explain_methods(methods: list[str]) -> list[str]:
+    """``methods`` (heat map choices such as "gradcam", "shap", "none") less SHAP on a demo that does not allow
+    it, so a visitor is not offered what would be refused."""
+    settings = deployment()
+    if settings.demo and not settings.limits.shap_allowed:
+        return [method for method in methods if method != "shap"]
+    return list(methods)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def _file_sha256(path: str, modified_ns: int) -> str:
     from cxr import audit

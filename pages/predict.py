@@ -250,8 +250,8 @@ def heat_map_settings() -> tuple[str, float]:
     """The heat map's method and opacity, folded away: on a phone the results come first."""
     with st.expander("Heat map settings", icon=":material/tune:"):
         method = st.segmented_control(
-            "Heat map", list(EXPLAIN_CHOICES), format_func=EXPLAIN_CHOICES.get, default="gradcam",
-            key=ui.KEY_EXPLAIN,
+            "Heat map", ui.allowed_explain_methods(list(EXPLAIN_CHOICES)), format_func=EXPLAIN_CHOICES.get,
+            default="gradcam", key=ui.KEY_EXPLAIN,
             help="Grad-CAM: where the last convolution looked. SHAP: pixel attributions (seconds per image).",
         ) or "gradcam"
         opacity = st.slider("Heat map opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=ui.KEY_OPACITY,
