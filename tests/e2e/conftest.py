@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from browser_helpers import ARTIFACTS, TIMINGS, record_timing, screenshot
 
@@ -167,3 +168,40 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+MODEL_SIZE = 64  # the prepared model's input size: big enough for a real X-ray to mean something, fast
+FINISHED_RUN_DATASET = "zz-evaluation"  # its data set's name: the run's label in a picker contains it
+
+
+@pytest.fixture(scope="session")
+def finished_run(cxr_home, monkeypatch_session) -> str:
+    """A finished run, as training leaves it: a (random-weight) fast model, metrics, predictions, model card,
+    on an imported data set whose test split matches the predictions."""
+    monkeypatch_session.setenv("CXR_HOME", str(cxr_home))
+    from cxr import datasets, evaluation, models, runs
+    from cxr.config import DataConfig, TrainingConfig
+
+    generator = np.random.default_rng(0)
+    arrays = {}
+    for split, count in (("train", 40), ("val", 20), ("test", 24)):
+        arrays[f"{split}_images"] = generator.integers(0, 255, (count, MODEL_SIZE, MODEL_SIZE), dtype=np.uint8)
+        arrays[f"{split}_labels"] = np.arange(count) % 2
+    source = cxr_home / "eval-source.npz"
+    np.savez(source, **arrays)
+    datasets.import_dataset(source, name=FINISHED_RUN_DATASET, config=DataConfig(image_size=MODEL_SIZE))
+    dataset = datasets.load_dataset(FINISHED_RUN_DATASET)
+    run_dir = runs.new_run(FINISHED_RUN_DATASET, TrainingConfig(image_size=MODEL_SIZE, epochs=1))
+    models.build_model("fast", (MODEL_SIZE, MODEL_SIZE, 1)).save(run_dir / "model.keras")
+    val_true, test_true = dataset.labels("val"), dataset.labels("test")
+    evaluation.finalize_run(run_dir, val_true=val_true,
+                            val_score=np.clip(0.3 + 0.4 * val_true + 0.3 * generator.random(len(val_true)), 0, 1),
+                            test_true=test_true,
+                            test_score=np.clip(0.2 + 0.4 * test_true + 0.4 * generator.random(len(test_true)), 0, 1))
+    runs.write_status(run_dir, state="finished", epoch=1)
+    return run_dir.name
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    patcher = pytest.MonkeyPatch()
+    yield patcher
+    patcher.undo()

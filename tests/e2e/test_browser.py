@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import time
 
-import numpy as np
 import pytest
 from browser_helpers import (
     choose_option,
@@ -22,48 +21,13 @@ from browser_helpers import (
     wait_for_app_idle,
     xray_files,
 )
+from conftest import FINISHED_RUN_DATASET
 
 pytestmark = pytest.mark.e2e
 
-MODEL_SIZE = 64  # the prepared model's input size: big enough for a real X-ray to mean something, fast
 PREDICTED = re.compile(r"(\d+) of (\d+) image\(s\) predicted in ([\d.]+) s")
 HEAT_MAP_CAPTION = re.compile("— heat map$")
 VERDICT = re.compile("^(Pneumonia likely|Pneumonia unlikely|Uncertain — near the threshold)$")
-
-
-@pytest.fixture(scope="session")
-def finished_run(cxr_home, monkeypatch_session) -> str:
-    """A finished run, as training leaves it: a (random-weight) fast model, metrics, predictions, model card,
-    on an imported data set whose test split matches the predictions."""
-    monkeypatch_session.setenv("CXR_HOME", str(cxr_home))
-    from cxr import datasets, evaluation, models, runs
-    from cxr.config import DataConfig, TrainingConfig
-
-    generator = np.random.default_rng(0)
-    arrays = {}
-    for split, count in (("train", 40), ("val", 20), ("test", 24)):
-        arrays[f"{split}_images"] = generator.integers(0, 255, (count, MODEL_SIZE, MODEL_SIZE), dtype=np.uint8)
-        arrays[f"{split}_labels"] = np.arange(count) % 2
-    source = cxr_home / "eval-source.npz"
-    np.savez(source, **arrays)
-    datasets.import_dataset(source, name="zz-evaluation", config=DataConfig(image_size=MODEL_SIZE))
-    dataset = datasets.load_dataset("zz-evaluation")
-    run_dir = runs.new_run("zz-evaluation", TrainingConfig(image_size=MODEL_SIZE, epochs=1))
-    models.build_model("fast", (MODEL_SIZE, MODEL_SIZE, 1)).save(run_dir / "model.keras")
-    val_true, test_true = dataset.labels("val"), dataset.labels("test")
-    evaluation.finalize_run(run_dir, val_true=val_true,
-                            val_score=np.clip(0.3 + 0.4 * val_true + 0.3 * generator.random(len(val_true)), 0, 1),
-                            test_true=test_true,
-                            test_score=np.clip(0.2 + 0.4 * test_true + 0.4 * generator.random(len(test_true)), 0, 1))
-    runs.write_status(run_dir, state="finished", epoch=1)
-    return run_dir.name
-
-
-@pytest.fixture(scope="session")
-def monkeypatch_session():
-    patcher = pytest.MonkeyPatch()
-    yield patcher
-    patcher.undo()
 
 
 def upload_and_wait(page, files: list[dict], expected_heat_maps: int) -> tuple[float, re.Match]:
@@ -95,7 +59,7 @@ def test_predict_shows_probability_and_heat_map_for_one_and_twenty_images(page, 
     page.get_by_role("heading", name="Predict").wait_for()
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').wait_for(state="attached")
     # The bundled model, when this checkout has one, comes first: pick the prepared run for stable figures.
-    choose_option(page, page.locator('[data-testid="stSelectbox"]').first, finished_run)
+    choose_option(page, page.locator('[data-testid="stSelectbox"]').first, FINISHED_RUN_DATASET)
     wait_for_app_idle(page)
 
     one = xray_files(1)
@@ -136,7 +100,7 @@ def test_predict_shows_probability_and_heat_map_for_one_and_twenty_images(page, 
 def test_evaluate_shows_report_matrix_and_curves(page, app_server, finished_run):
     page.goto(f"{app_server['url']}/evaluate")
     page.get_by_role("heading", name="Evaluate").wait_for()
-    choose_option(page, page.locator('[data-testid="stSelectbox"]').first, finished_run)
+    choose_option(page, page.locator('[data-testid="stSelectbox"]').first, FINISHED_RUN_DATASET)
     page.get_by_text("Classification report").wait_for()
     wait_for_app_idle(page)
     page.locator('[data-testid="stVegaLiteChart"]').nth(3).wait_for()
