@@ -95,6 +95,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type = settings.Train
                                metavar=None if name in CHOICES else _metavar(hints[name]), help=text)
 
 
-def overrides_from_args(args: argparse.Namespace, cls: type = settings.TrainingConfig) -> dict[str, Any]:
-    """``{field: value}`` of the flags given on the command line."""
-    return {item.name: getattr(args, item.name) for item in dataclasses.fields(cls) if hasattr(args, item.name)}
+def overrides_from_args(args: argparse.Namespace, cls: type = settings.TrainingConfig,
+                        names: typing.Iterable[str] | None = None) -> dict[str, Any]:
+    """``{field: value}`` of the flags given on the command line, among ``names`` (default: every field of
+    ``cls``; pass the same ``names`` as to ``add_config_flags`` when the parser has other options)."""
+    fields = [item.name for item in dataclasses.fields(cls)] if names is None else list(names)
+    return {name: getattr(args, name) for name in fields if hasattr(args, name)}

@@ -169,7 +169,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     predictor = Predictor.load(args.model)
     folder = predictor.folder
     is_run = folder is not None and (folder / "config.json").is_file()
-    threshold_overrides = overrides_from_args(args, TrainingConfig)
+    threshold_overrides = overrides_from_args(args, TrainingConfig, THRESHOLD_FIELDS)
     if threshold_overrides:
         if not is_run:
             raise CxrError(
