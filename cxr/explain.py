@@ -78,7 +78,7 @@ def find_last_conv_layer(model) -> list:
     a pure pooling/dropout/scaling layer; a nested model (a transfer backbone) is searched inside.
     Raises ``CxrError`` when the model has no such layer (a dense-only network cannot give a Grad-CAM).
     """
-    import keras
+    from cxr.tensorflow_loader import keras
 
     for layer in reversed(model.layers):
         if isinstance(layer, keras.Model):
@@ -123,7 +123,7 @@ class GradCam:
     """
 
     def __init__(self, model):
-        import keras
+        from cxr.tensorflow_loader import keras
 
         self.model = model
         path = find_last_conv_layer(model)
@@ -146,7 +146,7 @@ class GradCam:
         self.image_size = int(model.inputs[0].shape[1])
 
     def __call__(self, image: np.ndarray, *, target: str = "predicted") -> np.ndarray:
-        import tensorflow as tf
+        from cxr.tensorflow_loader import tensorflow as tf
 
         if target not in ("predicted", "pneumonia", "normal"):
             raise CxrError(f"target must be 'predicted', 'pneumonia' or 'normal'; received {target!r}.")

@@ -15,7 +15,7 @@ model loaders call first). A registered class is found by its name, ``"cxr>Inten
 
 from __future__ import annotations
 
-import keras
+from cxr.tensorflow_loader import keras
 
 MODES = ("percentile", "equalise")
 
@@ -36,7 +36,7 @@ class IntensityNormalization(keras.layers.Layer):
     def _percentile(ordered, fraction: float):
         """Row-wise percentile of ``ordered`` (n, N), sorted ascending: numpy's linear interpolation.
         N may be unknown until run time (an augmentation pipeline can lose the static shape)."""
-        import tensorflow as tf
+        from cxr.tensorflow_loader import tensorflow as tf
 
         count = tf.shape(ordered)[-1]
         position = fraction * tf.cast(count - 1, tf.float32)
@@ -46,7 +46,7 @@ class IntensityNormalization(keras.layers.Layer):
         return ordered[:, below:below + 1] * (1.0 - weight) + ordered[:, above:above + 1] * weight
 
     def call(self, inputs):
-        import tensorflow as tf
+        from cxr.tensorflow_loader import tensorflow as tf
 
         shape = tf.shape(inputs)
         flat = tf.reshape(tf.cast(inputs, tf.float32), (shape[0], shape[1] * shape[2] * shape[3]))

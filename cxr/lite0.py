@@ -169,8 +169,8 @@ def build_lite0(input_shape=(224, 224, 3), *, include_top: bool = True, weights:
     the 1000 ImageNet class probabilities ``(n, 1000)`` (softmax); without it the last feature map
     ``(n, h/32, w/32, 1280)``. ``weights``: "imagenet" (the offline package), a ``.pth`` path, or None.
     """
-    import keras
-    from keras import layers
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import keras_layers as layers
 
     height, width, channels = (int(value) for value in input_shape)
     if channels not in (1, 3):
@@ -241,8 +241,8 @@ def set_weights(model, state: dict[str, np.ndarray]) -> None:
 
 def feature_extractor(image_size: int = 224):
     """Gray ``(n, s, s, 1)`` 0-255 -> pooled ImageNet features ``(n, 1280)`` float32 (ReLU6, so 0-6)."""
-    import keras
-    from keras import layers
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import keras_layers as layers
 
     backbone = build_lite0((image_size, image_size, 1), include_top=False, weights="imagenet",
                            name="efficientnet_lite0_features")

@@ -89,9 +89,8 @@ def load_model_file(path) -> Any:
             f"{path.name!r} is not a valid .keras file (a .keras file is a zip archive; this one "
             f"is truncated or something else). Copy the file again or re-save the model."
         )
-    import keras
-
     from cxr.models import register_layers
+    from cxr.tensorflow_loader import keras
 
     register_layers()  # cxr's own registered layers (e.g. fast_norm's normalisation); no code in the file
     try:

@@ -50,7 +50,7 @@ def _check_input_shape(input_shape: Any, minimum: int = 32) -> tuple[int, int, i
 
 def _head(features, dropout_rate: float):
     """Dropout, then the logit and the sigmoid probability (names other modules rely on)."""
-    from keras import layers
+    from cxr.tensorflow_loader import keras_layers as layers
 
     features = layers.Dropout(dropout_rate, name="head_dropout")(features)
     logit = layers.Dense(1, name=LOGIT_LAYER)(features)
@@ -64,8 +64,8 @@ def build_seed(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2):
     Flatten, Dense256, Dense128, Dropout, Dense1 sigmoid. At (150, 150, 1): 4,310,081 parameters.
     Input: (n, h, w, 1) pixel values 0–255. Output: (n, 1) P(pneumonia).
     """
-    import keras
-    from keras import layers
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import keras_layers as layers
 
     _check_input_shape(input_shape)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -98,8 +98,8 @@ def build_fast(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2, wi
     applied to each image first (layer ``"intensity_normalization"``).
     Input: (n, h, w, 1) pixel values 0–255. Output: (n, 1) P(pneumonia).
     """
-    import keras
-    from keras import layers
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import keras_layers as layers
 
     _check_input_shape(input_shape)
     if not isinstance(width, int) or width < 4:
@@ -142,7 +142,7 @@ def _fast_trunk(x, *, width: int, blocks: tuple[int, ...], prefix: str = ""):
 
     ``prefix`` is put before every layer name so several trunks can live in one model (the ensemble).
     """
-    from keras import layers
+    from cxr.tensorflow_loader import keras_layers as layers
 
     x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name=f"{prefix}stem_conv")(x)
     # momentum 0.9 (Keras default 0.99): the moving statistics settle within a short CPU training.
@@ -179,8 +179,8 @@ def _build_transfer(application: Callable, name: str, input_shape, *, dropout_ra
     ``weights``: "imagenet" (downloaded once to ~/.keras/models), a path to a weights file, or None.
     ``trainable_backbone``: default False with pretrained weights (train the head only), True without.
     """
-    import keras
-    from keras import layers
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import keras_layers as layers
 
     _check_input_shape(input_shape)
     height, width, _ = (int(value) for value in input_shape)
@@ -211,7 +211,7 @@ def _build_transfer(application: Callable, name: str, input_shape, *, dropout_ra
 def build_mobilenet_v3_small(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2,
                              weights: str | None = "imagenet", trainable_backbone: bool | None = None):
     """MobileNetV3Small backbone (about 0.9 M parameters without its top) with our head."""
-    import keras
+    from cxr.tensorflow_loader import keras
 
     return _build_transfer(keras.applications.MobileNetV3Small, "mobilenet_v3_small", input_shape,
                            dropout_rate=dropout_rate, weights=weights,
@@ -221,7 +221,7 @@ def build_mobilenet_v3_small(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: f
 def build_efficientnet_b0(input_shape=DEFAULT_INPUT_SHAPE, *, dropout_rate: float = 0.2,
                           weights: str | None = "imagenet", trainable_backbone: bool | None = None):
     """EfficientNetB0 backbone (about 4 M parameters without its top) with our head."""
-    import keras
+    from cxr.tensorflow_loader import keras
 
     return _build_transfer(keras.applications.EfficientNetB0, "efficientnet_b0", input_shape,
                            dropout_rate=dropout_rate, weights=weights,
@@ -260,9 +260,10 @@ def average_fast_models(members: list, *, name: str = "fast_ensemble", mirror: b
     maps are mirrored back before they join the others, so Grad-CAM still explains in image coordinates.
     Twice the arithmetic; exact, as above: mean pooling does not care about the order of columns.
     """
-    import keras
     import numpy as np
-    from keras import layers
+
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import keras_layers as layers
 
     if len(members) < 1 or (len(members) < 2 and not mirror):
         raise CxrError(f"An ensemble needs at least 2 members (or 1 with mirror=True); received {len(members)}.")
@@ -328,7 +329,7 @@ def _mirror(x, *, name: str):
     """``x`` (n, h, w, c) mirrored left-right, from built-in layers only (loads with ``safe_mode``; a
     Lambda would not): the width axis moved last, multiplied by the exchange matrix (a frozen Dense whose
     kernel is the flipped identity, so every value is copied exactly), and moved back."""
-    from keras import layers
+    from cxr.tensorflow_loader import keras_layers as layers
 
     width = int(x.shape[2])
     x = layers.Permute((3, 1, 2), name=f"{name}_to_width_last")(x)  # (n, c, h, w)
@@ -386,7 +387,7 @@ def compile_model(model, *, optimizer: str = "rmsprop", learning_rate=1e-3, labe
     ``learning_rate`` is a float or a ``keras.optimizers.schedules.LearningRateSchedule``;
     ``label_smoothing`` in [0, 1) moves the targets to ``s/2`` and ``1 - s/2``.
     """
-    import keras
+    from cxr.tensorflow_loader import keras
 
     optimizers = {"rmsprop": keras.optimizers.RMSprop, "adam": keras.optimizers.Adam,
                   "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9)}
@@ -399,14 +400,14 @@ def compile_model(model, *, optimizer: str = "rmsprop", learning_rate=1e-3, labe
 
 def logit_model(model):
     """A model sharing ``model``'s weights whose output is the pre-sigmoid logit (n, 1)."""
-    import keras
+    from cxr.tensorflow_loader import keras
 
     return keras.Model(model.inputs, model.get_layer(LOGIT_LAYER).output, name=f"{model.name}_logit")
 
 
 def count_multiply_adds(model) -> int:
     """Approximate multiply-adds per image of the conv and dense layers (for the benchmark report)."""
-    import keras
+    from cxr.tensorflow_loader import keras
 
     total = 0
     for layer in model.layers:

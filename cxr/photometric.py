@@ -15,7 +15,7 @@ never inside a saved model, so they need no registration. Input and output: (n, 
 
 from __future__ import annotations
 
-import keras
+from cxr.tensorflow_loader import keras
 
 
 class RandomPhotometric(keras.layers.Layer):
@@ -28,12 +28,12 @@ class RandomPhotometric(keras.layers.Layer):
         self.strength, self.seed = float(strength), seed
 
     def _uniform(self, shape, low, high, offset: int):
-        import tensorflow as tf
+        from cxr.tensorflow_loader import tensorflow as tf
 
         return tf.random.uniform(shape, low, high, seed=None if self.seed is None else self.seed + offset)
 
     def call(self, images, training=True):
-        import tensorflow as tf
+        from cxr.tensorflow_loader import tensorflow as tf
 
         if not training:
             return images
@@ -67,7 +67,7 @@ class RandomResizedCrop(keras.layers.Layer):
         self.max_removed, self.seed = float(max_removed), seed
 
     def call(self, images, training=True):
-        import tensorflow as tf
+        from cxr.tensorflow_loader import tensorflow as tf
 
         if not training:
             return images

@@ -206,9 +206,8 @@ def _lite0_extractor(image_size: int):
 
 
 def _classifier_extractor(model: Any):
-    import keras
-
     from cxr.models import LOGIT_LAYER
+    from cxr.tensorflow_loader import keras
 
     cached = getattr(model, "_cxr_feature_model", None)
     if cached is None:

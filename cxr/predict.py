@@ -185,9 +185,8 @@ class Predictor:
 
     def _score_model(self):
         if self._scorer is None:
-            import keras
-
             from cxr.models import LOGIT_LAYER
+            from cxr.tensorflow_loader import keras
 
             try:
                 logit = self.model.get_layer(LOGIT_LAYER).output

@@ -111,11 +111,10 @@ def finalize_stopped_run(run: str | os.PathLike, *, dataset=None) -> dict:
     if not allowed:
         raise RunError(f"Run {path.name} cannot be evaluated from a checkpoint: {reason}.")
     with _exclusive(path):
-        import keras
-
         from cxr.atomic import atomic_write_json
         from cxr.config import TrainingConfig
         from cxr.model_card import write_model_card
+        from cxr.tensorflow_loader import keras
         from cxr.training import finish_run, training_arrays
 
         stored = runs.read_config(path)

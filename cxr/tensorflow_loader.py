@@ -8,8 +8,14 @@ them, so they are caught by pointing descriptor 2 at a temporary file for that m
 caught is kept (``captured_log()``) and shown when the import fails or with ``set_verbose(True)``
 (the command line's ``--verbose``).
 
-Every lazy import in cxr goes through ``import_tensorflow()`` / ``import_keras()``; this module
-imports nothing of cxr.
+Every import of TensorFlow or Keras in cxr goes through here, as one line in place of the usual one:
+
+    from cxr.tensorflow_loader import tensorflow as tf     # instead of: import tensorflow as tf
+    from cxr.tensorflow_loader import keras                # instead of: import keras
+    from cxr.tensorflow_loader import keras_layers as layers   # instead of: from keras import layers
+
+(module attributes computed on first access, PEP 562), or through ``import_tensorflow()`` /
+``import_keras()``. This module imports nothing of cxr.
 """
 
 from __future__ import annotations
@@ -93,6 +99,17 @@ def import_keras() -> Any:
     import keras
 
     return keras
+
+
+def __getattr__(name: str) -> Any:
+    """``tensorflow``, ``keras`` and ``keras_layers`` as attributes, imported quietly on first access."""
+    if name == "tensorflow":
+        return import_tensorflow()
+    if name == "keras":
+        return import_keras()
+    if name == "keras_layers":
+        return import_keras().layers
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["import_tensorflow", "import_keras", "set_verbose", "captured_log"]

@@ -222,8 +222,8 @@ def build_augmentation(config: TrainingConfig):
     (not in the tutorial) brightness ±``brightness``·255 and contrast ×(1 ± ``contrast``) per image.
     Input and output: (n, s, s, 1) float32, values 0–255.
     """
-    import keras
-    from keras import layers
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import keras_layers as layers
 
     seed = config.seed
     steps = []
@@ -269,7 +269,7 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int, tra
     Images stay uint8 until a batch is formed; with ``augmentation`` (train only) they become float32
     0–255 in the map. ``training`` shuffles (whole split, reshuffled each epoch, seeded when ``seed``).
     """
-    import tensorflow as tf
+    from cxr.tensorflow_loader import tensorflow as tf
 
     images = np.asarray(images)
     if images.ndim == 3:
@@ -322,7 +322,7 @@ def is_chief(strategy_name: str) -> bool:
 
 def make_strategy(name: str):
     """The ``tf.distribute`` strategy called ``name`` (default, mirrored, multi-worker)."""
-    import tensorflow as tf
+    from cxr.tensorflow_loader import tensorflow as tf
 
     if name == "default":
         return tf.distribute.get_strategy()
@@ -366,14 +366,14 @@ def process_identity() -> dict:
 
 
 def _current_learning_rate(model) -> float:
-    import keras
+    from cxr.tensorflow_loader import keras
 
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 def _resumable_plateau(state: dict | None, **settings):
     """``ReduceLROnPlateau`` whose counters survive a resume (Keras resets them in on_train_begin)."""
-    import keras
+    from cxr.tensorflow_loader import keras
 
     class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
         def on_train_begin(self, logs=None):
@@ -395,7 +395,7 @@ def make_run_callback(run_dir: Path, config: TrainingConfig, *, steps_per_epoch:
                       validation_batches: int = 0):
     """The callback that writes the run directory (see module docstring); ``write_files=False`` for a
     non-chief multi-worker task, which trains but leaves the files to the chief."""
-    import keras
+    from cxr.tensorflow_loader import keras
 
     class RunCallback(keras.callbacks.Callback):
         def __init__(self) -> None:
@@ -519,8 +519,8 @@ def tensorboard_available() -> bool:
 
 
 def _set_determinism(seed: int | None) -> None:
-    import keras
-    import tensorflow as tf
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import tensorflow as tf
 
     if seed is None:
         return
@@ -529,9 +529,8 @@ def _set_determinism(seed: int | None) -> None:
 
 
 def _build_compiled_model(config: TrainingConfig, steps_per_epoch: int):
-    import keras
-
     from cxr.models import TRANSFER_MODELS, build_model, compile_model
+    from cxr.tensorflow_loader import keras
 
     settings: dict[str, Any] = {"dropout_rate": config.dropout_rate}
     if config.model in TRANSFER_MODELS:
@@ -565,6 +564,9 @@ def _patch_keras_multi_worker_reduce() -> None:
     0-d value ("Invalid reduction dimension 0 for input with 0 dimensions"). Reduce scalars across
     replicas with ``axis=None`` instead (the values are already synchronized, so the mean is exact).
     Only called for the multi-worker strategy; other strategies never reach the patched branch."""
+    from cxr.tensorflow_loader import import_keras
+
+    import_keras()  # quietly, before reaching into Keras' internals
     from keras.src.backend.tensorflow import trainer as tensorflow_trainer
 
     original = tensorflow_trainer.reduce_per_replica
@@ -699,7 +701,7 @@ def _mark_stopped(run_dir: Path, config: TrainingConfig, stop_reason: str) -> Tr
 def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chief: bool,
            extra_callbacks: tuple, verbose) -> TrainingResult:
     strategy = make_strategy(config.strategy)  # first: multi-worker must start before other TF work
-    import keras
+    from cxr.tensorflow_loader import keras
 
     _set_determinism(config.seed)
     (run_dir / runs.STOP_FILE).unlink(missing_ok=True)

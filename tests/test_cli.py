@@ -201,3 +201,35 @@ def test_editable_install_gives_a_cxr_command_that_works_from_any_folder(tmp_pat
     refused = subprocess.run([str(command), "predict", str(bad)], cwd=elsewhere, env=environment,
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and refused.stderr.startswith("error: "), refused.stderr
+
+
+def test_every_tensorflow_import_in_cxr_goes_through_the_loader():
+    """A direct `import tensorflow` / `import keras` anywhere in cxr could be the first one and print
+    TensorFlow's start-up lines; only cxr/tensorflow_loader.py may import them (Keras internals,
+    `from keras.src …`, are reached after the loader has imported Keras)."""
+    import re
+
+    direct = re.compile(r"^\s*(import (tensorflow|keras)\b|from (tensorflow|keras)(\s|\.(?!src\b)))", re.M)
+    offenders = []
+    for path in sorted((PROJECT_ROOT / "cxr").rglob("*.py")):
+        if path.name == "tensorflow_loader.py":
+            continue
+        for match in direct.finditer(path.read_text(encoding="utf-8")):
+            offenders.append(f"{path.relative_to(PROJECT_ROOT)}: {match.group(0).strip()}")
+    assert offenders == []
+
+
+def test_loader_shows_what_was_held_back_when_the_import_fails(tmp_path, cxr_home):
+    """A broken TensorFlow: the lines it wrote to descriptor 2 while failing reach the terminal."""
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("import os\nos.write(2, b'E0000 libcudart.so: cannot open shared object\\n')\n"
+                                      "raise ImportError('libtensorflow_framework.so.2: cannot open')\n")
+    code = "from cxr.tensorflow_loader import import_tensorflow\nimport_tensorflow()\n"
+    environment = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    environment.update(CXR_HOME=str(cxr_home), PYTHONPATH=f"{tmp_path / 'fake'}:{PROJECT_ROOT}")
+    result = subprocess.run([sys.executable, "-c", code], env=environment, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 1
+    assert "E0000 libcudart.so: cannot open shared object" in result.stderr
+    assert "libtensorflow_framework.so.2" in result.stderr
