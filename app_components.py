@@ -20,16 +20,14 @@ import streamlit as st
 
 from app_deployment import (  # noqa: F401 - re-exported: pages call them as ui.<name>
     DEMO_REFUSED_PAGES,
-    KEY_LIMITER,
     admit_prediction,
     allowed_explain_methods,
+    audit_predictions,
     demo_mode,
     demo_refusal,
     demo_session_summary,
     demo_sidebar,
     deployment,
-    read_only_reason,
-    threshold_editable,
 )
 from cxr import model_folders, paths
 
@@ -495,14 +493,7 @@ def augment_examples(image: Any, config: Any, *, count: int, seed: int) -> list:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The audit log, and Evaluate for the bundled model as for a run (cxr.model_folders says where the files are).
-
-
-def audit_predictions(choice: str, contents: list[bytes], results: list) -> None:
-    """One audit line per result of the model ``choice`` when ``CXR_AUDIT_LOG`` is set (app_deployment)."""
-    import app_deployment
-
-    app_deployment.audit_predictions(choice, model_folders.folder_of(choice) / "model.keras", contents, results)
+# Evaluate for the bundled model as for a run (cxr.model_folders says where the files are).
 
 
 def evaluation_choices() -> dict[str, str]:

@@ -109,34 +109,20 @@ def model_file_version(model_path: Path) -> str:
     return _file_sha256(str(model_path), model_path.stat().st_mtime_ns)[:16]
 
 
-def audit_predictions(choice: str, model_path: Path, contents: list[bytes], results: list) -> None:
-    """One audit line per result when ``CXR_AUDIT_LOG`` is set (any mode). ``contents[i]`` are the bytes behind
-    ``results[i]``; ``model_path`` is the model file behind ``choice``. A log that cannot be written is reported
+def audit_predictions(choice: str, contents: list[bytes], results: list) -> None:
+    """One audit line per result of the model ``choice`` ("default" or a run id) when ``CXR_AUDIT_LOG`` is set
+    (any mode). ``contents[i]`` are the bytes behind ``results[i]``. A log that cannot be written is reported
     (server log and page) but hides no result."""
-    from cxr import audit
+    from cxr import audit, model_folders
 
     log = audit.AuditLog.from_settings(deployment().audit)
     if log is None:
         return
     try:
-        version = model_file_version(model_path)
+        version = model_file_version(model_folders.folder_of(choice) / "model.keras")
         log.write([audit.record_of(result, data, model_id=choice, model_version=version)
                    for data, result in zip(contents, results, strict=True)])
     except (OSError, ValueError) as error:
         LOGGER.error("Writing the audit log %s failed", log.path, exc_info=error)
         st.warning("These predictions could not be recorded in the server's audit log; the operator can see why "
                    "in the server log.", icon=":material/warning:")
-
-
-def threshold_editable(bundled: bool) -> bool:
-    """Whether Evaluate may save a new threshold: never for the bundled model (its files belong to the
-    installation) and never on a demo (a visitor writes nothing)."""
-    return not bundled and not demo_mode()
-
-
-def read_only_reason() -> str:
-    """Why Evaluate does not offer to save the threshold (a caption under the slider)."""
-    if demo_mode():
-        return "Read-only demo: move the slider to see the trade-off; thresholds are not saved here."
-    return ("The bundled model's threshold is part of the installation and is not changed from the app; move the "
-            "slider to see the trade-off.")
