@@ -193,7 +193,7 @@ def verdict_text(result, index: int) -> bool:
                         f"{100 * float(result.probability):.1f} % (it would read \"{would_be}\").")
     else:
         verdict = interpretation.verdict(result.probability, result.threshold)
-        st.markdown(f"### {verdict.headline}")
+        st.subheader(verdict.headline, anchor=False)
         st.markdown(f"Probability of pneumonia **{100 * float(result.probability):.1f} %** "
                     f"(this model's threshold: {100 * float(result.threshold):.0f} %).")
         if population is None or population.status == "unknown":
