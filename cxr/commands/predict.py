@@ -137,8 +137,6 @@ def write_csv(path: Path, results: list, heatmaps: dict[int, Path], explain: str
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from cxr.predict import PredictionResult
-
     files = [str(file) for file in args.files]
     csv = Path(args.csv).expanduser() if args.csv else None
     overlays_folder = heatmap_folder(args.csv, args.heatmaps)
@@ -153,6 +151,11 @@ def run_predict(args: argparse.Namespace) -> int:
         if file in errors:
             print(f"error: {errors[file]}", file=sys.stderr)
     readable = [file for file in files if file not in errors]
+    if not readable and csv is None:  # nothing to answer or write: done without loading anything more
+        print(f"{len(errors)} of {len(files)} file(s) could not be read.", file=sys.stderr)
+        return USAGE_ERROR
+    from cxr.predict import PredictionResult
+
     answers: dict[str, Any] = {}
     heatmaps: dict[int, Path] = {}
     if readable:

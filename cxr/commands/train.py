@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from cxr import config as settings
-from cxr import runs
 from cxr.commands.config_flags import add_config_flags, overrides_from_args
 from cxr.errors import RunError
 
@@ -49,7 +48,7 @@ def config_from_args(args: argparse.Namespace, image_size: int | None) -> settin
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cxr import jobs, training
+    from cxr import jobs, runs, training
     from cxr.tensorflow_loader import import_tensorflow
 
     import_tensorflow()  # before cxr.training touches Keras, so its start-up lines are held back
