@@ -290,6 +290,48 @@ def downloads_section(run_id: str, metrics: dict) -> None:
                                    icon=":material/download:")
 
 
+EXPORT_FORMATS = {"tflite": "TFLite (one file, phones and edge devices)", "savedmodel": "TensorFlow SavedModel"}
+
+
+def prepare_export(run_id: str, export_format: str) -> None:
+    """Export the model (cxr.export) into the session, so that the download button can serve it."""
+    from cxr import export
+
+    st.session_state.pop(ui.KEY_EXPORT, None)
+    try:
+        predictor = ui.load_predictor(run_id, ui.model_version(run_id))
+        name, data = export.export_zip(predictor, export_format, name=f"cxr-{run_id}")
+    except Exception as error:  # noqa: BLE001 - shown as a message, the traceback to the log
+        ui.LOGGER.error("export of %s failed", run_id, exc_info=error)
+        message = str(error) if isinstance(error, ValueError) else f"unexpected {type(error).__name__} (see the log)"
+        st.session_state[ui.KEY_EXPORT] = {"error": f"Exporting the model failed: {message}"}
+        return
+    st.session_state[ui.KEY_EXPORT] = {"key": (run_id, ui.model_version(run_id), export_format), "name": name,
+                                       "data": data}
+
+
+def export_section(run_id: str) -> None:
+    """The model as a file for other software: SavedModel or TFLite, giving the calibrated probability, with
+    a JSON sidecar (threshold, temperature, input size)."""
+    st.markdown("**Export the model**")
+    if ui.demo_mode():
+        st.caption("Exporting models is off on this public demo.")
+        return
+    format_column, action_column = st.columns([2, 1])
+    export_format = format_column.segmented_control("Format", list(EXPORT_FORMATS), format_func=EXPORT_FORMATS.get,
+                                                    default="tflite", key=ui.KEY_EXPORT_FORMAT) or "tflite"
+    action_column.button("Prepare the export", icon=":material/package_2:", on_click=prepare_export,
+                         args=(run_id, export_format), help="Takes a few seconds; then the download appears.")
+    prepared = st.session_state.get(ui.KEY_EXPORT) or {}
+    if prepared.get("error"):
+        st.error(prepared["error"])
+    elif prepared.get("key") == (run_id, ui.model_version(run_id), export_format):
+        st.download_button(f"Download {prepared['name']}", prepared["data"], file_name=prepared["name"],
+                           mime="application/zip", icon=":material/download:", on_click="ignore")
+        st.caption("Input: grayscale pixels 0–255 at the model's size; output: the calibrated P(pneumonia). The "
+                   "JSON inside gives the threshold and how to prepare images.")
+
+
 def main() -> None:
     st.title("Evaluate")
     run_id = choose_run()
@@ -319,6 +361,8 @@ def main() -> None:
             st.markdown(card.read_text(encoding="utf-8"))
     st.markdown("**Downloads**")
     downloads_section(run_id, metrics)
+    if (model_folders.folder_of(run_id) / "model.keras").is_file():
+        export_section(run_id)
 
 
 ui.run_page(main, key="evaluate")

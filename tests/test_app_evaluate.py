@@ -255,3 +255,47 @@ def test_a_public_demo_cannot_save_a_threshold(home, monkeypatch):
     at.run()
     assert not [button for button in at.button if button.label.startswith("Save ")]
     assert any("Saving a threshold is off on this public demo." in caption.value for caption in at.caption)
+
+
+def test_the_model_is_exported_for_download(home, monkeypatch):
+    from cxr import export
+
+    run_id = make_run("finished")
+    write_evaluation(run_id)
+    (runs.run_path(run_id) / "model.keras").write_bytes(b"placeholder: the export is patched")
+    exported = []
+
+    def fake_export_zip(predictor, format, *, name="cxr-model"):
+        exported.append((predictor, format, name))
+        return f"{name}-{format}.zip", b"PK zip bytes"
+
+    monkeypatch.setattr(export, "export_zip", fake_export_zip)
+    monkeypatch.setattr(ui, "load_predictor", lambda choice, version: f"predictor of {choice}")
+    at = open_evaluate_page()
+    assert len(at.get("download_button")) == 3 and not exported  # nothing exported before it is asked for
+    widget(at, "button", "Prepare the export").click()
+    at.run()
+    assert exported == [(f"predictor of {run_id}", "tflite", f"cxr-{run_id}")]
+    assert at.get("download_button")[-1].proto.label == f"Download cxr-{run_id}-tflite.zip"
+    at.button_group(key=ui.KEY_EXPORT_FORMAT).set_value("savedmodel")
+    at.run()
+    assert len(at.get("download_button")) == 3, "the prepared file was TFLite, not a SavedModel"
+
+
+def test_a_failed_export_is_a_message(home, monkeypatch):
+    from cxr import export
+
+    run_id = make_run("finished")
+    write_evaluation(run_id)
+    (runs.run_path(run_id) / "model.keras").write_bytes(b"placeholder")
+
+    def refuse(predictor, format, *, name="cxr-model"):
+        raise export.CxrError("this model has a layer TFLite cannot convert")
+
+    monkeypatch.setattr(export, "export_zip", refuse)
+    monkeypatch.setattr(ui, "load_predictor", lambda choice, version: object())
+    at = open_evaluate_page()
+    widget(at, "button", "Prepare the export").click()
+    at.run()
+    assert [error.value for error in at.error] == [
+        "Exporting the model failed: this model has a layer TFLite cannot convert"]
