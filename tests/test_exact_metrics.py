@@ -86,3 +86,47 @@ def test_bootstrap_auc_interval_is_the_95_percent_percentile_interval():
     # A 90 % interval is strictly inside: the two are told apart by these data.
     low90, high90 = evaluation.bootstrap_auc_interval(labels, scores, resamples=300, seed=9, confidence=0.90)
     assert expected[0] < low90 and high90 < expected[1]
+
+
+# ------------------------------------------------------------------- threshold edges (found by mutmut)
+@pytest.mark.parametrize("threshold", [True, "0.5", -0.01, 1.01, None])
+def test_a_threshold_that_is_not_a_number_from_0_to_1_is_refused(threshold):
+    with pytest.raises(ValueError, match="threshold must be a number from 0 to 1"):
+        evaluation.confusion_counts([0, 1], [0.2, 0.8], threshold)
+
+
+def test_thresholds_0_and_1_are_accepted_and_inclusive():
+    # score >= threshold is pneumonia: at 0 everything is, at 1 only a score of exactly 1.
+    assert evaluation.confusion_counts([0, 1, 1], [0.0, 0.5, 1.0], 0.0) == {"tn": 0, "fp": 1, "fn": 0, "tp": 2}
+    assert evaluation.confusion_counts([0, 1, 1], [0.0, 0.5, 1.0], 1.0) == {"tn": 1, "fp": 0, "fn": 1, "tp": 1}
+
+
+def test_choose_threshold_rules_hand_computed():
+    labels, scores = [0, 0, 0, 1, 1], [0.1, 0.2, 0.6, 0.4, 0.9]
+    # Youden: at 0.9 J = 1/2 - 0; at 0.6 J = 1/2 - 1/3; at 0.4 J = 1 - 1/3 = 2/3 (best); at 0.2 J = 1 - 2/3.
+    assert evaluation.choose_threshold(labels, scores) == 0.4  # "youden" is the default rule
+    assert evaluation.choose_threshold(labels, scores, "youden") == 0.4
+    # Fixed: the given threshold, whatever the scores.
+    assert evaluation.choose_threshold(labels, scores, "fixed") == 0.5
+    assert evaluation.choose_threshold(labels, scores, "fixed", fixed_threshold=0.37) == 0.37
+    # Sensitivity: the highest threshold keeping ceil(s x 2) pneumonia cases: 0.9 for s <= 0.5, 0.4 above.
+    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.1) == 0.9
+    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.5) == 0.9
+    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.51) == 0.4
+    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=1) == 0.4
+
+
+def test_youden_can_choose_the_highest_score_and_works_with_one_pneumonia_case():
+    # The single pneumonia case has the highest score: J = 1 there, the first (strictest) threshold.
+    assert evaluation.choose_threshold([0, 0, 1], [0.1, 0.2, 0.9], "youden") == 0.9
+    assert evaluation.choose_threshold([1, 0, 0], [0.7, 0.2, 0.1], "sensitivity", min_sensitivity=1.0) == 0.7
+    with pytest.raises(ValueError, match="both classes"):
+        evaluation.choose_threshold([1, 1], [0.2, 0.9], "youden")
+    with pytest.raises(ValueError, match="no"):
+        evaluation.choose_threshold([0, 0], [0.2, 0.9], "sensitivity", min_sensitivity=0.9)
+
+
+@pytest.mark.parametrize("min_sensitivity", [None, True, "0.9", 0.0, -0.5, 1.5, 2.0])
+def test_the_sensitivity_rule_refuses_a_minimum_outside_0_to_1(min_sensitivity):
+    with pytest.raises(ValueError, match=r"min_sensitivity in \(0, 1\]"):
+        evaluation.choose_threshold([0, 1, 1], [0.1, 0.6, 0.9], "sensitivity", min_sensitivity=min_sensitivity)
