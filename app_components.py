@@ -503,6 +503,5 @@ def evaluation_choices() -> dict[str, str]:
     evaluation), then the runs (on a demo only those of ``CXR_DEMO_MODELS``), newest first."""
     choices = {DEFAULT_MODEL: bundled_model_label()} if model_folders.metrics_of(DEFAULT_MODEL) else {}
     for summary in list_runs():
-        state = run_state_of(summary)
-        choices[run_id_of(summary)] = run_label(summary) + ("" if state == "finished" else f" ({state})")
+        choices[run_id_of(summary)] = run_label(summary)  # it says the state of a run that is not finished
     return choices
