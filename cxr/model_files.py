@@ -55,7 +55,10 @@ def read_metrics(folder: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(metrics, dict):  # valid JSON, but not the object training writes
+            raise ValueError(f"it holds a JSON {type(metrics).__name__}, not an object")
+        return metrics
     except (OSError, ValueError) as error:
         raise ModelFileError(
             f"{str(path)!r} cannot be read ({error}). Expected the metrics.json written at the "

@@ -86,7 +86,7 @@ def test_external_validation_applies_the_models_temperature_and_threshold(model_
     assert report["metrics"]["counts"] == {"tn": 1, "fp": 2, "fn": 0, "tp": 3}
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"threshold": 0.3, ', "\x00\x01binary"])
+@pytest.mark.parametrize("content", ["{not json", '{"threshold": 0.3, ', "\x00\x01binary", "[0.3, 2.0]", "0.3"])
 def test_a_corrupt_metrics_file_is_refused_not_ignored(tmp_path, model_folder, content):
     folder = tmp_path / "damaged"
     folder.mkdir()
