@@ -27,6 +27,8 @@ EXAMPLES_CREDIT = ("Example images: Kermany et al., *Cell* 2018, Mendeley Data d
                    "CC BY 4.0 (test split; converted to grayscale PNG). See assets/examples/README.md.")
 OUTSIDE_TEXT = "Outside this model's training population"
 GREY = "color: #8a8f98"
+NOT_SHOWN = "—"  # a table cell with nothing to show
+TABLE_COLUMNS = ("file", "result", "probability", "population", "notes")
 # Jet, as cxr.explain.overlay colours the heat map (OpenCV's COLORMAP_JET): dark blue, blue, cyan, yellow, red.
 LEGEND_HTML = (
     '<div style="display:flex;align-items:center;gap:0.5em;font-size:0.8em">'
@@ -206,7 +208,8 @@ def verdict_text(result, index: int) -> bool:
 
 def results_table(results: list) -> pd.DataFrame:
     """One row per image, for reading (not the CSV): no repeated threshold, the probability only where it is
-    shown on the card (not for an outside image), a population column."""
+    shown on the card (not for an outside image), a population column. Every shown cell is text (the
+    browser's table draws an empty number as "None"); ``p_pneumonia``, the number itself, is not shown."""
     rows = []
     for result in results:
         population = population_of(result)
@@ -219,20 +222,20 @@ def results_table(results: list) -> pd.DataFrame:
         rows.append({
             "file": result.name,
             "result": headline_of(result),
-            "p_pneumonia": None if hidden else float(result.probability),
-            "population": "" if population is None else population.status,
+            "probability": NOT_SHOWN if hidden else f"{100 * float(result.probability):.1f} %",
+            "population": population.status if population is not None else NOT_SHOWN,
             "notes": " | ".join(notes),
+            "p_pneumonia": float("nan") if hidden else float(result.probability),
         })
-    return pd.DataFrame(rows, columns=["file", "result", "p_pneumonia", "population", "notes"])
+    return pd.DataFrame(rows, columns=[*TABLE_COLUMNS, "p_pneumonia"])
 
 
 def styled(table: pd.DataFrame):
-    """Outside rows greyed; empty cells blank rather than "None"."""
+    """Outside rows greyed."""
     def grey_outside(row):
         return [GREY if row["population"] == "outside" else ""] * len(row)
 
-    return (table.style.apply(grey_outside, axis=1)
-            .format({"p_pneumonia": lambda value: f"{100 * value:.1f} %"}, na_rep=""))
+    return table.style.apply(grey_outside, axis=1)
 
 
 def csv_bytes(results: list) -> bytes:
@@ -272,10 +275,10 @@ def show_results(entry: dict) -> None:
 
 
 def show_table(results: list) -> None:
-    st.dataframe(styled(results_table(results)), hide_index=True, column_config={
+    st.dataframe(styled(results_table(results)), hide_index=True, column_order=TABLE_COLUMNS, column_config={
         "file": st.column_config.TextColumn("File"),
         "result": st.column_config.TextColumn("Result"),
-        "p_pneumonia": st.column_config.TextColumn("P(pneumonia)"),
+        "probability": st.column_config.TextColumn("P(pneumonia)"),
         "population": st.column_config.TextColumn("Population", help="in / outside / unknown (no check)"),
         "notes": st.column_config.TextColumn("Notes"),
     })

@@ -105,13 +105,6 @@ def image_captions(at) -> list[str]:
     return [image.proto.imgs[0].caption for image in at.get("image")]
 
 
-def shown_table(at) -> pd.DataFrame:
-    """The batch table as the browser shows it (the Styler's display values)."""
-    from streamlit.dataframe_util import convert_arrow_bytes_to_pandas_df
-
-    return convert_arrow_bytes_to_pandas_df(at.dataframe[0].proto.arrow_data.styler.display_values)
-
-
 def test_without_any_model_the_page_explains_and_points_to_training(home):
     at = open_predict_page()
     assert any("No bundled default model" in info.value for info in at.info)
@@ -143,14 +136,15 @@ def test_uploads_give_one_result_each_and_a_bad_file_its_message_in_place(home, 
     assert len(errors) == 1 and "bad.png" in errors[0]
     assert any("Very small image" in warning.value for warning in at.warning)
     table = at.dataframe[0].value
-    assert table.columns.tolist() == ["file", "result", "p_pneumonia", "population", "notes"]
+    assert table.columns.tolist() == ["file", "result", "probability", "population", "notes", "p_pneumonia"]
+    assert list(at.dataframe[0].proto.column_order) == ["file", "result", "probability", "population", "notes"]
     assert table["file"].tolist() == ["white.png", "bad.png", "small.png"]
     assert table["result"].tolist() == ["Pneumonia likely", "Could not be read", "Pneumonia unlikely"]
     assert pd.isna(table["p_pneumonia"][1])
-    # What the browser shows: no "None"/"nan" cell anywhere, no threshold repeated on every row.
-    shown = shown_table(at)
-    assert shown["p_pneumonia"].tolist() == ["100.0 %", "", "0.0 %"]
-    assert not shown.isin(["None", "nan", "NaN"]).any().any()
+    # What the browser shows: text in every cell (a missing value is drawn as "None"), no threshold on every row.
+    shown = table[list(at.dataframe[0].proto.column_order)]
+    assert shown["probability"].tolist() == ["100.0 %", "—", "0.0 %"]
+    assert shown.map(lambda value: isinstance(value, str) and value not in ("None", "nan")).all().all()
     assert "threshold" not in table.columns
     assert len(at.get("download_button")) == 1
     # Original and heat map side by side, one pair per readable image.
@@ -241,7 +235,7 @@ def test_an_outside_image_shows_no_label_and_its_output_only_on_request(home, mo
     table = at.dataframe[0].value
     assert table["population"].tolist() == ["outside", "in"]
     assert table["result"].tolist() == ["Outside this model's training population", "Pneumonia likely"]
-    assert shown_table(at)["p_pneumonia"].tolist() == ["", "90.0 %"]
+    assert table["probability"].tolist() == ["—", "90.0 %"]
     styles = at.dataframe[0].proto.arrow_data.styler.styles
     assert "#8a8f98" in styles and "row0" in styles and "row1" not in styles  # the outside row greyed
 
