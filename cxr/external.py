@@ -74,8 +74,10 @@ def external_validation(predictor: Predictor, source, *, progress=None) -> dict[
     ``source``: a folder (``normal/``, ``pneumonia/``) or an imported data set name/path. Uses the
     predictor's own threshold and temperature (nothing is refitted on external data). Returns
     ``{"name", "source", "metrics": binary_metrics(...), "errors": [{"file", "error"}], "warnings":
-    {file: [..]}, "predictions": DataFrame(file, y_true, y_score, y_score_raw)}``; unreadable files are
-    listed in ``errors`` and left out.
+    {file: [..]}, "predictions": DataFrame(file, y_true, y_score, y_score_raw, population, population_score),
+    "population": population_summary(...)}``; unreadable files are listed in ``errors`` and left out.
+    Metrics cover every readable image; ``population`` adds the fraction outside the model's training
+    population and the metrics of the images inside it.
     """
     import pandas as pd
 
@@ -85,12 +87,12 @@ def external_validation(predictor: Predictor, source, *, progress=None) -> dict[
     errors, warnings_by_file = [], {}
     if path.is_dir() and not (path / "dataset.json").is_file():
         files = labelled_folder_files(path)
-        kept_files, labels, images = [], [], []
+        kept_files, labels, images, infos, detector_images = [], [], [], [], []
         for done, (file, label) in enumerate(files, start=1):
             if progress is not None:
                 progress(done, len(files))
             try:
-                pixels, _info, messages = predictor._prepare(file, file.name)
+                pixels, info, messages, detector_image = predictor._prepare_both(file, file.name)
             except CxrError as error:
                 errors.append({"file": str(file), "error": str(error)})
                 continue
@@ -99,6 +101,8 @@ def external_validation(predictor: Predictor, source, *, progress=None) -> dict[
             kept_files.append(str(file.relative_to(path)))
             labels.append(label)
             images.append(pixels)
+            infos.append(info)
+            detector_images.append(detector_image)
         name = path.name
         if not images:
             raise CxrError(
@@ -112,6 +116,10 @@ def external_validation(predictor: Predictor, source, *, progress=None) -> dict[
         dataset = load_dataset(str(source), verify=False)
         split = "test" if "test" in dataset.splits else dataset.splits[-1]
         images, labels = dataset.images(split), dataset.labels(split)
+        infos = [None] * len(labels)
+        # Cached images are all that is left of the files: the detector sees them resampled from there.
+        detector_images = ([predictor.population.input_image(image) for image in images]
+                           if predictor.population is not None else None)
         if dataset.image_size != predictor.image_size:
             from cxr.imaging import resize_square
 
@@ -126,14 +134,42 @@ def external_validation(predictor: Predictor, source, *, progress=None) -> dict[
     labels = np.asarray(labels, dtype=np.int64)
     logits = predictor.raw_logits(images)
     raw, calibrated = sigmoid(logits), sigmoid(logits / predictor.temperature)
+    verdicts = predictor.population_verdicts(infos, detector_images)
     return {
         "name": name,
         "source": str(source),
         "metrics": binary_metrics(labels, calibrated, predictor.threshold),
         "errors": errors,
         "warnings": warnings_by_file,
-        "predictions": pd.DataFrame({"file": kept_files, "y_true": labels, "y_score": calibrated, "y_score_raw": raw}),
+        "predictions": pd.DataFrame({"file": kept_files, "y_true": labels, "y_score": calibrated, "y_score_raw": raw,
+                                     "population": [verdict.status for verdict in verdicts],
+                                     "population_score": [verdict.score for verdict in verdicts]}),
+        "population": population_summary(labels, calibrated, predictor.threshold, verdicts,
+                                         detector=predictor.population is not None),
     }
 
 
-__all__ = ["labelled_folder_files", "external_validation"]
+def population_summary(labels: np.ndarray, scores: np.ndarray, threshold: float, verdicts: list, *,
+                       detector: bool) -> dict[str, Any]:
+    """``{"num_images", "num_outside", "fraction_outside", "detector", "in_population": binary_metrics | None,
+    "note"}``: how many images the population check flags, and the metrics of the images it keeps."""
+    from cxr.evaluation import binary_metrics
+
+    outside = np.array([verdict.outside for verdict in verdicts], dtype=bool)
+    inside = ~outside
+    summary: dict[str, Any] = {
+        "num_images": int(len(verdicts)), "num_outside": int(outside.sum()),
+        "fraction_outside": float(outside.mean()) if len(verdicts) else 0.0,
+        "detector": bool(detector),
+        "in_population": None, "note": "",
+    }
+    kept = np.asarray(labels)[inside]
+    if len(np.unique(kept)) == 2:
+        summary["in_population"] = binary_metrics(kept, np.asarray(scores)[inside], threshold)
+    else:
+        summary["note"] = (f"no metrics for the in-population part: it holds {int(inside.sum())} image(s) of "
+                           f"{len(np.unique(kept))} class(es); both classes are needed")
+    return summary
+
+
+__all__ = ["labelled_folder_files", "external_validation", "population_summary"]

