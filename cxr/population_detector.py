@@ -9,8 +9,9 @@ patient-grouped validation split, never the test split), so about 1 % of images 
 images are flagged by construction.
 
 Files (in a run directory or a model folder): ``population.npz`` (``mean (d,)``, ``precision_upper``
-(the upper triangle of the symmetric ``(d, d)`` precision, row-major), ``heldout_scores (m,)`` sorted; float32) and ``population.json`` (everything else: feature extractor,
-input size, threshold, what it was fitted on, measured rates).
+(the upper triangle of the symmetric ``(d, d)`` precision, row-major), ``heldout_scores (m,)`` sorted;
+float32) and ``population.json`` (everything else: feature extractor, input size, threshold, what it
+was fitted on, measured rates).
 """
 
 from __future__ import annotations
