@@ -134,7 +134,7 @@ def external_validation(predictor: Predictor, source, *, progress=None) -> dict[
     labels = np.asarray(labels, dtype=np.int64)
     logits = predictor.raw_logits(images)
     raw, calibrated = sigmoid(logits), sigmoid(logits / predictor.temperature)
-    verdicts = predictor.population_verdicts(infos, detector_images)
+    verdicts = predictor.population_verdicts(infos, detector_images, images=images)
     return {
         "name": name,
         "source": str(source),

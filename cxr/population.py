@@ -33,6 +33,10 @@ CHEST_BODY_PARTS = ("CHEST", "THORAX", "LUNG", "LUNGS", "CHEST_LAT", "CHEST_PA",
 RADIOGRAPH_MODALITIES = ("CR", "DX", "DR", "RG", "OT")
 LATERAL_VIEWS = ("LL", "RL", "LAT", "LATERAL", "LLD", "RLD")
 MAX_ASPECT_RATIO = 2.0  # chest films are close to square; a 2:1 strip is a cropped or other view
+# A chest film always has contrast (dark lungs, bright bones: Kermany images have a grey-level standard
+# deviation near 50); a nearly blank picture lands near the training mean of pooled features, where the
+# distance detector cannot see it, so a rule catches it.
+MIN_CONTRAST_STD = 8.0
 DEFAULT_POPULATION = "pediatric chest X-rays"
 
 
@@ -127,13 +131,21 @@ def metadata_reasons(info: Any, *, training_ages: tuple[float, float] | None = P
     return reasons
 
 
-def image_reasons(info: Any = None, *, shape: tuple[int, ...] | None = None) -> list[str]:
-    """Reasons the picture itself is not a chest film: a colour photograph, an extreme aspect ratio.
+def image_reasons(info: Any = None, *, shape: tuple[int, ...] | None = None, pixels: Any = None) -> list[str]:
+    """Reasons the picture itself is not a chest film: a colour photograph, an extreme aspect ratio, a
+    nearly uniform image.
 
     ``info``: ``cxr.imaging.ImageInfo`` of a decoded file, or ``None`` with the array's ``shape``
-    ``(h, w)`` instead.
+    ``(h, w)`` instead. ``pixels``: the ``(s, s)`` uint8 image the model sees, for the contrast rule.
     """
     reasons = []
+    if pixels is not None:
+        import numpy as np
+
+        spread = float(np.std(np.asarray(pixels, np.float32)))
+        if spread < MIN_CONTRAST_STD:
+            reasons.append(f"this image is nearly uniform (grey-level spread {spread:.1f}; chest X-rays have "
+                           f"about 50), so there is nothing for the model to read")
     if info is not None:
         width, height = int(info.width), int(info.height)
         if getattr(info, "is_color_photo", False):
@@ -179,7 +191,7 @@ def combine(rule_reasons: list[str] | tuple[str, ...], *, score: float | None = 
 def verdict_for(info: Any = None, *, shape: tuple[int, ...] | None = None, score: float | None = None,
                 percentile: float | None = None, threshold: float | None = None,
                 training_ages: tuple[float, float] | None = PEDIATRIC_AGES,
-                population: str = DEFAULT_POPULATION) -> PopulationVerdict:
+                population: str = DEFAULT_POPULATION, pixels: Any = None) -> PopulationVerdict:
     """The verdict for one image: metadata rules, image rules and the detector's score together."""
-    reasons = metadata_reasons(info, training_ages=training_ages) + image_reasons(info, shape=shape)
+    reasons = metadata_reasons(info, training_ages=training_ages) + image_reasons(info, shape=shape, pixels=pixels)
     return combine(reasons, score=score, percentile=percentile, threshold=threshold, population=population)

@@ -318,7 +318,8 @@ class Predictor:
             raw, calibrated = sigmoid(logits), sigmoid(logits / self.temperature)
             verdicts = self.population_verdicts([result.info for result in ready],
                                                 [detector_images.get(id(result)) for result in ready],
-                                                shapes=[array_shapes.get(id(result)) for result in ready])
+                                                shapes=[array_shapes.get(id(result)) for result in ready],
+                                                images=[result.image for result in ready])
             for result, raw_value, value, verdict in zip(ready, raw, calibrated, verdicts, strict=True):
                 result.raw_probability, result.probability = float(raw_value), float(value)
                 result.population = verdict
@@ -329,10 +330,11 @@ class Predictor:
         return results
 
     def population_verdicts(self, infos: list, detector_images: list | None = None, *,
-                            shapes: list | None = None) -> list[PopulationVerdict]:
+                            shapes: list | None = None, images: Any = None) -> list[PopulationVerdict]:
         """One verdict per image: metadata and image rules from ``infos`` (``ImageInfo`` or ``None``; for
         ``None`` the full-size ``shapes`` (h, w) give the aspect rule) and, with a detector, the distance of
-        ``detector_images`` (``(s, s)`` uint8 from ``population.input_image``)."""
+        ``detector_images`` (``(s, s)`` uint8 from ``population.input_image``) and the contrast rule on
+        ``images`` (the ``(s, s)`` uint8 the model sees)."""
         detector = self.population
         count = len(infos)
         scores = percentiles = [None] * count
@@ -348,7 +350,10 @@ class Predictor:
                         percentile=None if percentiles[index] is None else float(percentiles[index]),
                         threshold=detector.threshold if detector is not None else None,
                         training_ages=detector.training_ages if detector is not None else None,
-                        population=detector.population if detector is not None else DEFAULT_POPULATION)
+                        population=detector.population if detector is not None else DEFAULT_POPULATION,
+                        # The contrast rule covers the detector's blind spot (a blank image lands near the
+                        # training mean): part of the pixel check, so only with a detector.
+                        pixels=None if images is None or detector is None else images[index])
             for index, info in enumerate(infos)
         ]
 

@@ -162,3 +162,14 @@ def test_the_shared_tibia_and_adult_dicoms_are_outside_by_their_headers():
     assert tibia.outside and "EXTREMITY" in tibia.reason
     chest = verdict_for(decode_image(SHARED_DICOM / "RG1_J2KI.dcm").info)
     assert chest.status == "unknown"
+
+
+def test_a_nearly_uniform_image_is_outside_and_a_real_contrast_is_not():
+    from cxr.population import MIN_CONTRAST_STD
+
+    flat = np.full((64, 64), 128, np.uint8)
+    flat[0, 0] = 140  # a speck does not make a picture
+    verdict = verdict_for(shape=flat.shape, pixels=flat)
+    assert verdict.outside and verdict.reason.startswith("this image is nearly uniform (grey-level spread 0.2;")
+    checker = (np.indices((64, 64)).sum(axis=0) % 2 * 2 * (MIN_CONTRAST_STD + 1) + 100).astype(np.uint8)
+    assert verdict_for(shape=checker.shape, pixels=checker).status == "unknown"

@@ -12,7 +12,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-from test_predict import SIZE, save_model_folder, write_png
+from test_predict import SIZE, save_model_folder
 
 from cxr.population_detector import PopulationDetector
 from cxr.predict import Predictor
@@ -39,7 +39,17 @@ def folders(tmp_path_factory):
 
 
 def grey(value: int) -> np.ndarray:
-    return np.full((SIZE, SIZE), value, np.uint8)
+    """Mean ``value`` exactly, as a checkerboard of value +- 12: contrast enough for the uniform-image rule."""
+    board = np.indices((SIZE, SIZE)).sum(axis=0) % 2
+    return (value - 12 + 24 * board).astype(np.uint8)
+
+
+def write_grey(path, value: int):
+    from test_predict import png_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png_bytes(grey(value)))
+    return path
 
 
 def dicom(**attributes) -> bytes:
@@ -89,11 +99,11 @@ def test_allow_outside_labels_every_image_and_still_reports_the_population(folde
 
 def test_result_rows_keep_their_columns_first_and_add_the_population(folders):
     predictor = Predictor.load(str(folders[0]))
-    inside, outside = predictor.predict([grey(100), grey(10)], names=["in.png", "out.png"])
+    inside, outside = predictor.predict([grey(100), grey(12)], names=["in.png", "out.png"])
     row = outside.to_row()
     assert list(row)[:3] == ["file", "probability", "label"]
     assert (row["label"], row["population"], row["population_reason"]) == (None, "outside", PIXEL_REASON)
-    assert row["population_score"] == pytest.approx(9.0, abs=1e-3)
+    assert row["population_score"] == pytest.approx(8.8, abs=1e-3)
     assert inside.to_row()["population"] == "in" and inside.to_row()["population_reason"] == ""
 
 
@@ -120,7 +130,7 @@ def test_an_unreadable_file_has_no_verdict(folders):
 def test_predict_command_csv_population_columns_and_allow_outside(folders, tmp_path, capsys):
     from cxr.cli import main
 
-    files = [write_png(tmp_path / "in" / "grey.png", 100), write_png(tmp_path / "in" / "white.png", 230)]
+    files = [write_grey(tmp_path / "in" / "grey.png", 100), write_grey(tmp_path / "in" / "white.png", 230)]
     out_csv = tmp_path / "out.csv"
     assert main(["predict", *map(str, files), "--model", str(folders[0]), "--csv", str(out_csv)]) == 0
     printed = capsys.readouterr()
@@ -148,9 +158,9 @@ def test_external_validation_reports_the_share_flagged_and_in_population_metrics
     folder = tmp_path / "other_hospital"
     normal_values, pneumonia_values = (20, 80, 90), (110, 120, 240)  # 20 and 240 are outside (> 30 from 100)
     for value in normal_values:
-        write_png(folder / "normal" / f"n{value}.png", value)
+        write_grey(folder / "normal" / f"n{value}.png", value)
     for value in pneumonia_values:
-        write_png(folder / "pneumonia" / f"p{value}.png", value)
+        write_grey(folder / "pneumonia" / f"p{value}.png", value)
     report = external_validation(Predictor.load(str(folders[0])), folder)
     population = report["population"]
     assert (population["num_images"], population["num_outside"]) == (6, 2) and population["detector"]
@@ -170,7 +180,7 @@ def test_evaluate_command_prints_the_share_flagged_and_the_in_population_metrics
     folder = tmp_path / "other_hospital"
     for name, value in (("normal/n20.png", 20), ("normal/n80.png", 80), ("normal/n90.png", 90),
                         ("pneumonia/p110.png", 110), ("pneumonia/p120.png", 120), ("pneumonia/p240.png", 240)):
-        write_png(folder / name, value)
+        write_grey(folder / name, value)
     out = tmp_path / "report"
     assert main(["evaluate", "--model", str(folders[0]), "--data", str(folder), "--output", str(out),
                  "--no-figures"]) == 0
@@ -179,3 +189,13 @@ def test_evaluate_command_prints_the_share_flagged_and_the_in_population_metrics
     assert "== in-population part (images the check keeps) ==" in printed and "images: 4 (2 pneumonia" in printed
     report = json.loads((out / "external_other_hospital.json").read_text())
     assert report["population"]["num_outside"] == 2 and report["population"]["in_population"]["n"] == 4
+
+
+def test_a_blank_image_is_outside_with_a_detector_and_unknown_without(folders):
+    with_detector, without = (Predictor.load(str(folder)) for folder in folders)
+    blank = np.full((SIZE, SIZE), 100, np.uint8)  # at the detector's mean: only the contrast rule sees it
+    (judged,) = with_detector.predict([blank])
+    assert judged.population.outside and judged.population.score == pytest.approx(0.0, abs=1e-3)
+    assert judged.population.reason.startswith("this image is nearly uniform")
+    (plain,) = without.predict([blank])
+    assert plain.population.status == "unknown" and plain.label == "pneumonia"
