@@ -325,6 +325,8 @@ def fit_from_images(fit_images: np.ndarray, heldout_images: np.ndarray, *, extra
 RUN_EXTRACTOR = LITE0
 RUN_IMAGE_SIZE = 224  # chosen in docs/benchmarks.md ("Population detector: choice of features and input size")
 MAX_FIT_IMAGES = 3000  # the covariance of 1280 features settles well before this; keeps runs cheap
+# Below these a 99th percentile and a covariance mean little (and tiny test runs stay cheap): skipped, with the reason.
+MIN_FIT_IMAGES, MIN_HELDOUT_IMAGES = 100, 20
 
 
 def fit_for_run(folder: str | Path, arrays: dict, model: Any, *, dataset: str | None = None,
@@ -350,6 +352,11 @@ def fit_for_run(folder: str | Path, arrays: dict, model: Any, *, dataset: str | 
                 record_skipped(folder, f"the {lite0.PACKAGE} package (the pretrained features) is not installed")
                 return None
         train_images, val_images = arrays["train"][0], arrays["val"][0]
+        if len(train_images) < MIN_FIT_IMAGES or len(val_images) < MIN_HELDOUT_IMAGES:
+            record_skipped(folder, f"too few images for a population detector ({len(train_images)} train, "
+                                   f"{len(val_images)} validation; at least {MIN_FIT_IMAGES} and "
+                                   f"{MIN_HELDOUT_IMAGES} are needed)")
+            return None
         cached_size = int(train_images.shape[1])
         image_size = RUN_IMAGE_SIZE if extractor == LITE0 else cached_size
         name = f"data set {dataset!r}" if dataset else "the data set"

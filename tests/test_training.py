@@ -53,12 +53,9 @@ def test_run_directory_is_complete_and_valid():
     from cxr import lite0
 
     population = json.loads((run_dir / "population.json").read_text())
-    if lite0.available():
-        assert population["num_fit"] == len(training.training_arrays(dataset, config)["train"][0])
-        assert population["via_size"] == config.image_size and (run_dir / "population.npz").is_file()
-    else:
-        assert "not installed" in population["skipped"]
-    assert "## Population check" in (run_dir / "model_card.md").read_text()
+    too_few = "too few images" if lite0.available() else "not installed"  # a tiny set: skipped, and why
+    assert too_few in population["skipped"] and not (run_dir / "population.npz").exists()
+    assert "No population detector was fitted: " in (run_dir / "model_card.md").read_text()
     # Nothing half-written is left behind.
     assert not list(run_dir.glob(".*tmp*"))
 
