@@ -130,3 +130,52 @@ def test_youden_can_choose_the_highest_score_and_works_with_one_pneumonia_case()
 def test_the_sensitivity_rule_refuses_a_minimum_outside_0_to_1(min_sensitivity):
     with pytest.raises(ValueError, match=r"min_sensitivity in \(0, 1\]"):
         evaluation.choose_threshold([0, 1, 1], [0.1, 0.6, 0.9], "sensitivity", min_sensitivity=min_sensitivity)
+
+
+# ---------------------------------------------------------------------- metric edges (found by mutmut)
+@pytest.mark.parametrize("confidence", [0.5, 0.8, 0.9, 0.95, 0.96, 0.99, 0.999])
+def test_wilson_interval_at_any_confidence_matches_scipy(confidence):
+    # Covers the three branches of the normal quantile (central, and both tails beyond 0.02425).
+    for successes, total in ((7, 20), (0, 5), (30, 30), (123, 400)):
+        interval = binomtest(successes, total).proportion_ci(confidence_level=confidence, method="wilson")
+        assert evaluation.wilson_interval(successes, total, confidence=confidence) == pytest.approx(
+            (interval.low, interval.high), abs=1e-8), (successes, total)
+
+
+def test_a_proportion_of_one_image_is_defined():
+    assert evaluation.proportion(1, 1) == pytest.approx(
+        {"value": 1.0, "low": wilson(1, 1)[0], "high": 1.0, "successes": 1, "total": 1})
+    assert evaluation.proportion(0, 0) == {"value": None, "low": None, "high": None, "successes": 0, "total": 0}
+
+
+def test_tables_have_their_names_and_integer_supports():
+    matrix = evaluation.confusion_matrix(HAND_TRUE, HAND_SCORE, 0.5)
+    assert (matrix.index.name, matrix.columns.name) == ("true", "predicted")
+    assert matrix.to_numpy().tolist() == [[2, 2], [1, 2]]
+    report = evaluation.classification_report(HAND_TRUE, HAND_SCORE, 0.5)
+    assert report["support"].dtype.kind == "i" and report["support"].tolist()[:2] == [4, 3]
+    curve = evaluation.precision_recall_curve(HAND_TRUE, HAND_SCORE)
+    assert list(curve.columns) == ["threshold", "precision", "recall"]
+
+
+def test_curves_of_a_single_class_have_nan_rates_of_full_length():
+    only_normal = evaluation.roc_curve([0, 0, 0], [0.2, 0.5, 0.9])
+    assert len(only_normal) == 4 and only_normal["true_positive_rate"].isna().all()
+    assert only_normal["false_positive_rate"].tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
+    only_pneumonia = evaluation.roc_curve([1, 1], [0.2, 0.9])
+    assert len(only_pneumonia) == 3 and only_pneumonia["false_positive_rate"].isna().all()
+    recall = evaluation.precision_recall_curve([0, 0], [0.2, 0.9])["recall"]
+    assert recall.dtype == np.float64 and recall.isna().all()
+
+
+def test_binary_metrics_keys_and_scores_match_scikit_learn():
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss
+
+    metrics = evaluation.binary_metrics(HAND_TRUE, HAND_SCORE, 0.5, bootstrap_resamples=20)
+    assert set(metrics) == {"n", "num_pneumonia", "num_normal", "prior", "threshold", "counts", "confusion_matrix",
+                            "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "auc",
+                            "average_precision", "brier", "ece", "nll", "report"}
+    assert metrics["average_precision"] == pytest.approx(average_precision_score(HAND_TRUE, HAND_SCORE))
+    assert metrics["brier"] == pytest.approx(brier_score_loss(HAND_TRUE, HAND_SCORE))
+    assert metrics["nll"] == pytest.approx(log_loss(HAND_TRUE, HAND_SCORE))
+    assert metrics["confusion_matrix"] == [[2, 2], [1, 2]] and metrics["num_normal"] == 4
