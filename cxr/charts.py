@@ -196,10 +196,16 @@ def learning_rate_chart(history: pd.DataFrame, *, epochs: int | None = None):
     alt = _altair()
     _require_columns(history, ("epoch", "learning_rate"), "learning_rate_chart")
     frame = history[["epoch", "learning_rate"]].dropna()
+    frame = frame[frame["learning_rate"] > 0]  # a log axis has no place for 0
     x_scale = alt.Scale(domain=[1, max(int(epochs), 2)]) if epochs else alt.Undefined
+    # A factor of 2 of room around the rates: a constant rate alone made the log axis span decades of empty
+    # grid with ticks that did not include the rate itself.
+    y_scale = (alt.Scale(type="log", domain=[float(frame["learning_rate"].min()) / 2,
+                                             float(frame["learning_rate"].max()) * 2], nice=False)
+               if len(frame) else alt.Scale(type="log"))
     return alt.Chart(frame).mark_line(point=True, interpolate="step-after", color="#555555").encode(
         x=alt.X("epoch:Q", title="Epoch", scale=x_scale, axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("learning_rate:Q", title=None, scale=alt.Scale(type="log"), axis=alt.Axis(format="~g")),
+        y=alt.Y("learning_rate:Q", title=None, scale=y_scale, axis=alt.Axis(format="~g", tickCount=4)),
         tooltip=["epoch:Q", alt.Tooltip("learning_rate:Q", format=".2e")],
     ).properties(title=METRIC_TITLES["learning_rate"], height=220)
 

@@ -89,6 +89,8 @@ def test_history_and_learning_rate_charts_fix_the_epoch_axis():
     assert spec["encoding"]["x"]["scale"]["domain"] == [1, 12]
     spec = charts.learning_rate_chart(history, epochs=12).to_dict()
     assert spec["encoding"]["y"]["scale"]["type"] == "log"
+    # A factor of 2 around the rates, so a constant rate sits mid-axis instead of in decades of empty grid.
+    assert spec["encoding"]["y"]["scale"]["domain"] == pytest.approx([1.5e-4, 2e-3])
 
 
 def test_calibration_and_size_charts_build():
