@@ -227,9 +227,17 @@ def card_lines(info: dict[str, Any]) -> list[str]:
 
 @functools.lru_cache(maxsize=4)
 def _lite0_extractor(image_size: int):
+    """The Lite0 feature model and a compiled call of it (a graph runs about twice as fast as eager calls
+    on two CPU cores; one signature with any batch size, so it is traced once)."""
+    import tensorflow as tf
+
     from cxr import lite0
 
-    return lite0.feature_extractor(image_size)
+    network = lite0.feature_extractor(image_size)
+    signature = [tf.TensorSpec([None, image_size, image_size, 1], tf.float32)]
+    compiled = tf.function(lambda batch: network(batch, training=False), input_signature=signature,
+                           autograph=False)
+    return network, compiled
 
 
 def _classifier_extractor(model: Any):
@@ -258,17 +266,20 @@ def image_features(images: np.ndarray, extractor: str, image_size: int, *, model
         images = np.stack([resize_square(image, image_size) for image in images]) if len(images) else \
             np.zeros((0, image_size, image_size), np.uint8)
     if extractor == LITE0:
-        network = _lite0_extractor(int(image_size))
+        network, call = _lite0_extractor(int(image_size))
     elif extractor == CLASSIFIER:
         if model is None:
             raise ValueError("the 'classifier' population features need the classifier model")
         network = _classifier_extractor(model)
+
+        def call(batch):
+            return network(batch, training=False)
     else:
         raise ValueError(f"unknown population feature extractor {extractor!r}; expected one of {EXTRACTORS}")
     outputs = []
     for start in range(0, len(images), batch_size):
         batch = images[start:start + batch_size, ..., None].astype(np.float32)
-        outputs.append(np.asarray(network(batch, training=False), np.float32).reshape(len(batch), -1))
+        outputs.append(np.asarray(call(batch), np.float32).reshape(len(batch), -1))
     width = int(network.output.shape[-1])
     return np.concatenate(outputs) if outputs else np.zeros((0, width), np.float32)
 
