@@ -214,7 +214,7 @@ def card_lines(info: dict[str, Any]) -> list[str]:
         f"percentile of the distances of {info.get('num_heldout')} held-out training images "
         f"({info.get('heldout_on', 'the validation split')}); never chosen on the test split",
         "- Rules: DICOM body part not chest, a lateral view, a modality other than a radiograph, a colour "
-        "photograph or an aspect ratio beyond 2:1 also put an image outside",
+        "photograph, an aspect ratio beyond 2:1 or a nearly uniform image also put an image outside",
     ]
     rates = info.get("rates") or {}
     if rates:

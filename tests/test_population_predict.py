@@ -199,3 +199,25 @@ def test_a_blank_image_is_outside_with_a_detector_and_unknown_without(folders):
     assert judged.population.reason.startswith("this image is nearly uniform")
     (plain,) = without.predict([blank])
     assert plain.population.status == "unknown" and plain.label == "pneumonia"
+
+
+def test_the_bundled_model_carries_its_detector_and_flags_real_outside_images():
+    from pathlib import Path
+
+    from cxr import lite0
+    from cxr.population_detector import load_detector
+
+    folder = Path(__file__).resolve().parents[1] / "models" / "default"
+    detector = load_detector(folder)
+    assert detector is not None and (detector.extractor, detector.image_size) == ("efficientnet_lite0", 224)
+    assert detector.info["num_fit"] == 4262 and detector.info["num_heldout"] == 475
+    assert detector.threshold == pytest.approx(np.percentile(detector.heldout_scores, 99), rel=1e-4)
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not lite0.available() or not (shared / "adult" / "frontal").is_dir():
+        pytest.skip("needs the Lite0 weights package and ../shared/data")
+    predictor = Predictor.load("default")
+    adult = sorted((shared / "adult" / "frontal").glob("*.jpg"))[:3]
+    child = sorted((shared / "chest_xray" / "test" / "NORMAL").glob("*.jpeg"))[:3]
+    results = predictor.predict([*adult, *child, shared / "dicom" / "RG3_J2KI_tibia.dcm"])
+    assert [result.population.status for result in results] == ["outside"] * 3 + ["in"] * 3 + ["outside"]
+    assert all(result.label is None for result in results[:3]) and all(result.label for result in results[3:6])
