@@ -391,7 +391,8 @@ def batch_chart(batches: pd.DataFrame, metric: str = "loss", *, batches_per_epoc
     _require_columns(batches, ("batch", metric), "batch_chart")
     frame = batches[["batch", metric]].dropna()
     x_scale = alt.Scale(domain=[1, max(int(batches_per_epoch), 2)]) if batches_per_epoch else alt.Undefined
-    title = f"{METRIC_TITLES.get(metric, metric)} in this epoch, batch by batch"
+    # Short: the title must fit a phone's width (the long loss name was cut at 390 px).
+    title = f"{metric.capitalize() if metric in ('loss', 'accuracy') else metric}: this epoch, batch by batch"
     # Points while they are few: one or two batches would otherwise draw nothing visible.
     return alt.Chart(frame).mark_line(color=SPLIT_COLORS["train"], point=len(frame) <= 30).encode(
         x=alt.X("batch:Q", title="Batch", scale=x_scale, axis=alt.Axis(tickMinStep=1, format="d")),

@@ -276,7 +276,7 @@ def test_a_training_run_shows_batch_curves_a_measuring_eta_and_a_live_table_with
     progress = at.get("progress")[0].proto
     assert progress.text == "Epoch 1 of 3 · batch 3 of 10 · time left: measuring the first batches"
     titles = [chart.proto.spec for chart in at.get("vega_lite_chart")]
-    assert sum("in this epoch, batch by batch" in spec for spec in titles) == 2
+    assert sum(": this epoch, batch by batch" in spec for spec in titles) == 2
     row = at.dataframe[0].value.iloc[0]
     assert (row["state"], row["progress"], row["best val AUC"], row["test AUC"]) == \
         ("training", "epoch 1 of 3", "—", "—")
