@@ -89,7 +89,7 @@ def _budget_callback(budget_seconds: float, warmup: int, base_learning_rate: flo
 
 
 def _youden_threshold(labels: np.ndarray, scores: np.ndarray) -> float:
-    from cxr.evaluation import choose_threshold
+    from cxr.thresholds import choose_threshold
 
     return float(choose_threshold(labels, scores, rule="youden"))
 

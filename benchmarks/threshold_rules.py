@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cxr.evaluation import choose_threshold  # noqa: E402
+from cxr.thresholds import choose_threshold  # noqa: E402
 
 
 def bayes_threshold(validation_prevalence: float, deployment_prevalence: float) -> float:

@@ -6,7 +6,7 @@ the true frequency is 0.9. Temperature scaling (Guo et al., 2017) divides the lo
 far from 0.5 the probabilities sit. With a sigmoid output the logit is recovered from the probability
 as ``log(p / (1 - p))``.
 
-Pure numpy; no TensorFlow.
+numpy, with scikit-learn's Brier score and log-loss (imported when first used); no TensorFlow.
 """
 
 from __future__ import annotations
@@ -152,17 +152,23 @@ def fit_temperature(
 
 
 def negative_log_likelihood(y_true, y_score) -> float:
-    """Mean binary cross-entropy (natural log) of P(pneumonia) ``y_score`` against 0/1 ``y_true``."""
+    """Mean binary cross-entropy (natural log) of P(pneumonia) ``y_score`` against 0/1 ``y_true``
+    (scikit-learn's log-loss, with ``p`` clipped to ``[1e-7, 1 - 1e-7]`` as everywhere here)."""
+    from sklearn.metrics import log_loss
+
     labels, scores = _as_labels(y_true), _as_scores(y_score)
     _check_same_length(labels, scores)
-    return _negative_log_likelihood(labels, to_logits(scores), 1.0)
+    clipped = np.clip(scores, PROBABILITY_EPSILON, 1.0 - PROBABILITY_EPSILON)
+    return float(log_loss(labels, clipped, labels=[0, 1]))
 
 
 def brier_score(y_true, y_score) -> float:
     """Mean squared difference between P(pneumonia) and the 0/1 label; 0 is perfect, 0.25 is a coin."""
+    from sklearn.metrics import brier_score_loss
+
     labels, scores = _as_labels(y_true), _as_scores(y_score)
     _check_same_length(labels, scores)
-    return float(np.mean((scores - labels) ** 2))
+    return float(brier_score_loss(labels, scores, labels=[0, 1]))
 
 
 def reliability_curve(y_true, y_score, *, num_bins: int = 10) -> pd.DataFrame:

@@ -141,7 +141,7 @@ def _value(entry: Any) -> float | None:
 
 
 def operating_point(metrics: dict | None, *, threshold: float | None = None, rule: str | None = None) -> OperatingPoint:
-    """The operating point recorded in a model's ``metrics.json`` (``cxr.evaluation.finalize_run``'s
+    """The operating point recorded in a model's ``metrics.json`` (``cxr.run_results.write_run_results``'s
     layout: ``threshold``, ``threshold_rule``, ``validation``/``test`` with ``sensitivity``/``specificity``
     entries). ``threshold``/``rule`` override the file's (the Predictor's own values win)."""
     metrics = metrics or {}

@@ -1,4 +1,4 @@
-"""The model card of a run: a short Markdown page and its JSON twin, written by ``finalize_run``.
+"""The model card of a run: a short Markdown page and its JSON twin, written by ``cxr.run_results.write_run_results``.
 
 After Mitchell et al., "Model Cards for Model Reporting" (2019), cut to what a clinician or a reviewer
 asks first: what data, which splits, which settings, how good (with intervals), at which threshold and
@@ -86,7 +86,7 @@ def build_model_card(
 ) -> dict[str, Any]:
     """The model card as a JSON-ready dict.
 
-    ``metrics``: a run's ``metrics.json`` (from ``finalize_run``); ``config``: its ``config.json``
+    ``metrics``: a run's ``metrics.json`` (from ``write_run_results``); ``config``: its ``config.json``
     (``{"dataset", "training", ...}``) or ``None``; ``dataset``: ``{"name", "source", "splits": {split:
     {class: count}}}`` or ``None`` to look the data set named in ``config`` up. ``population``: the
     run's ``population.json`` (the population detector), ``None`` when it has none.

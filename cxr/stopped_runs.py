@@ -115,7 +115,7 @@ def finalize_stopped_run(run: str | os.PathLike, *, dataset=None) -> dict:
         from cxr.config import TrainingConfig
         from cxr.model_card import write_model_card
         from cxr.tensorflow_loader import keras
-        from cxr.training import finish_run, training_arrays
+        from cxr.training import save_final_model, training_arrays
 
         stored = runs.read_config(path)
         config = TrainingConfig.from_dict(stored["training"])
@@ -130,7 +130,7 @@ def finalize_stopped_run(run: str | os.PathLike, *, dataset=None) -> dict:
         if (path / runs.BEST_WEIGHTS_FILE).exists() and info.get("best_epoch"):
             model.load_weights(str(path / runs.BEST_WEIGHTS_FILE))
             best_epoch = int(info["best_epoch"])
-        metrics = finish_run(path, model, training_arrays(dataset, config), config.batch_size)
+        metrics = save_final_model(path, model, training_arrays(dataset, config), config.batch_size)
         ended = describe_end(state, epochs_done, config.epochs)
         metrics["training_ended"] = {"state": state, "finished_epochs": epochs_done, "planned_epochs": config.epochs,
                                      "model_epoch": best_epoch}

@@ -1,6 +1,6 @@
 """A decision threshold chosen by a person (the Evaluate page's "Save"), recorded in a run's metrics.json.
 
-Training chooses the threshold by a rule on validation scores (``cxr.evaluation.finalize_run``). A person
+Training chooses the threshold by a rule on validation scores (``cxr.run_results.write_run_results``). A person
 may prefer another operating point (e.g. more sensitivity for screening). Saving one keeps the record
 honest: ``threshold_rule`` becomes ``"manual"``, the replaced choice goes to ``threshold_history``, the
 validation and test sections are recomputed at the new threshold from the run's own ``predictions.csv``
@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from cxr import evaluation
+from cxr import evaluation, runs
 from cxr.atomic import atomic_write_json
 from cxr.errors import RunError
 
@@ -40,7 +40,7 @@ def save_manual_threshold(run_dir, threshold: float, *, now: datetime.datetime |
     """
     run_dir = Path(run_dir)
     threshold = _check(threshold)
-    metrics = evaluation.read_run_metrics(run_dir)
+    metrics = runs.read_metrics(run_dir)
     predictions_path = run_dir / "predictions.csv"
     if metrics is None or not predictions_path.is_file():
         raise RunError(f"run {run_dir.name!r} has no evaluation (metrics.json and predictions.csv); only an "

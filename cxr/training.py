@@ -8,7 +8,7 @@
   a checkpoint per epoch, TensorBoard logs, and honour stop requests (the ``stop`` file or SIGTERM)
   after the current batch;
 - at the end: ``model.keras`` (best-validation weights when early stopping is on), then
-  ``cxr.evaluation.finalize_run`` for metrics.json (a minimal fallback if that module is missing).
+  ``cxr.run_results.write_run_results`` for metrics.json, predictions.csv and the model card.
 
 Why augmentation lives in the tf.data map and not in the model: the saved model then holds no random
 layers, loads with ``safe_mode`` and predicts the same thing every time.
@@ -597,26 +597,13 @@ def _scores(model, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.
     return 1.0 / (1.0 + np.exp(-logits)), logits
 
 
-def _fallback_metrics(run_dir: Path, results: dict[str, tuple[np.ndarray, np.ndarray]], reason: str) -> dict:
-    """A minimal metrics.json (threshold 0.5, accuracy, AUC) when cxr.evaluation cannot do it."""
-    from sklearn.metrics import roc_auc_score
+def save_final_model(run_dir: Path, model, arrays: dict, batch_size: int,
+                     threshold_settings: dict | None = None) -> dict:
+    """Save ``model.keras``, fit its population detector, score it on validation and test, and write the run's
+    results (``cxr.run_results.write_run_results``: metrics.json, predictions.csv, model card) with the threshold
+    chosen by ``threshold_settings`` (``TrainingConfig.threshold_settings()``); returns the metrics."""
+    from cxr.run_results import write_run_results
 
-    metrics: dict[str, Any] = {"threshold": 0.5, "threshold_rule": "fixed 0.5 (fallback)", "temperature": 1.0,
-                               "note": f"minimal metrics written by cxr.training: {reason}"}
-    for split, key in (("val", "validation"), ("test", "test")):
-        if split not in results:
-            continue
-        true, score = results[split]
-        both = len(np.unique(true)) == 2
-        metrics[key] = {"n": int(len(true)), "accuracy": float(np.mean((score >= 0.5) == true)),
-                        "auc": float(roc_auc_score(true, score)) if both else None}
-    atomic_write_json(run_dir / runs.METRICS_FILE, metrics)
-    return metrics
-
-
-def finish_run(run_dir: Path, model, arrays: dict, batch_size: int, threshold_settings: dict | None = None) -> dict:
-    """Save ``model.keras`` and evaluate on validation and test (``cxr.evaluation.finalize_run``), choosing
-    the threshold by ``threshold_settings`` (``TrainingConfig.threshold_settings()``)."""
     with atomic_path(run_dir / runs.MODEL_FILE) as temporary:  # a partial file (full disk) must not stay behind
         model.save(str(temporary))
     from cxr.population_detector import fit_for_run
@@ -632,14 +619,10 @@ def finish_run(run_dir: Path, model, arrays: dict, batch_size: int, threshold_se
             score, logit = _scores(model, arrays[split][0], batch_size)
             results[split] = (arrays[split][1], score)
             logits[split] = logit
-    try:
-        from cxr.evaluation import finalize_run
-    except ImportError as error:
-        return _fallback_metrics(run_dir, results, f"cxr.evaluation is not available ({error})")
     empty = (np.zeros(0, np.int64), np.zeros(0))
-    return finalize_run(run_dir, val_true=results["val"][0], val_score=results["val"][1],
-                        test_true=results.get("test", empty)[0], test_score=results.get("test", empty)[1],
-                        val_logits=logits["val"], test_logits=logits.get("test"), **(threshold_settings or {}))
+    return write_run_results(run_dir, val_true=results["val"][0], val_score=results["val"][1],
+                             test_true=results.get("test", empty)[0], test_score=results.get("test", empty)[1],
+                             val_logits=logits["val"], test_logits=logits.get("test"), **(threshold_settings or {}))
 
 
 @dataclass
@@ -773,7 +756,7 @@ def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chie
         model.load_weights(str(run_dir / runs.BEST_WEIGHTS_FILE))
     metrics = None
     if chief:
-        metrics = finish_run(run_dir, model, arrays, config.batch_size, config.threshold_settings())
+        metrics = save_final_model(run_dir, model, arrays, config.batch_size, config.threshold_settings())
         runs.write_status(run_dir, state="finished", eta_seconds=None, batch=steps_per_epoch,
                           epoch=epochs_done, message=f"finished after {epochs_done} epochs")
     else:

@@ -1,7 +1,7 @@
 """The Evaluate page (AppTest): no run yet, a failed run, a running run, a finished run with hand-computed
 sensitivity/specificity under the threshold slider (no change shown on open, reset, save as a manual choice),
 the images of a confusion-matrix cell with their file names (heat maps patched), downloads, and a run
-finalized by the real cxr.evaluation.finalize_run."""
+finalized by the real cxr.run_results.write_run_results."""
 
 import json
 import os
@@ -17,6 +17,7 @@ from cxr import evaluation, runs
 from cxr.atomic import atomic_write_json
 from cxr.config import TrainingConfig
 from cxr.predict import PredictionResult
+from cxr.run_results import write_run_results
 
 # Test split: 4 normal, 4 pneumonia. At 0.5: normal .6 is a false positive, pneumonia .4 a false negative.
 TEST_TRUE = [0, 0, 0, 0, 1, 1, 1, 1]
@@ -228,9 +229,9 @@ def test_a_run_finalized_by_the_real_evaluation_renders(home):
     run_id = make_run("finished")
     generator = np.random.default_rng(0)
     val_true = np.array([0, 1] * 10)
-    evaluation.finalize_run(runs.run_path(run_id), val_true=val_true,
-                            val_score=np.clip(val_true * 0.6 + generator.random(20) * 0.4, 0, 1),
-                            test_true=np.array(TEST_TRUE), test_score=np.array(TEST_SCORE))
+    write_run_results(runs.run_path(run_id), val_true=val_true,
+                      val_score=np.clip(val_true * 0.6 + generator.random(20) * 0.4, 0, 1),
+                      test_true=np.array(TEST_TRUE), test_score=np.array(TEST_SCORE))
     at = open_evaluate_page()
     assert not [error.value for error in at.error], [error.value for error in at.error]
     assert len(at.get("vega_lite_chart")) == 4

@@ -11,9 +11,11 @@ import pandas as pd
 import pytest
 from helpers_training import write_npz
 
-from cxr import cli, evaluation
+from cxr import cli
 from cxr.commands import train as train_command
 from cxr.config import TrainingConfig
+from cxr.run_results import write_run_results
+from cxr.thresholds import choose_threshold
 
 
 def parse_train(*flags: str):
@@ -89,7 +91,7 @@ def fake_run(cxr_home, model_file) -> tuple:
     val_true, test_true = generator.integers(0, 2, 200), generator.integers(0, 2, 100)
     val_score = np.clip(0.35 + 0.3 * val_true + generator.normal(0, 0.18, 200), 0.01, 0.99)
     test_score = np.clip(0.35 + 0.3 * test_true + generator.normal(0, 0.18, 100), 0.01, 0.99)
-    evaluation.finalize_run(run, val_true=val_true, val_score=val_score, test_true=test_true, test_score=test_score)
+    write_run_results(run, val_true=val_true, val_score=val_score, test_true=test_true, test_score=test_score)
     return run, val_true, val_score
 
 
@@ -120,7 +122,7 @@ def test_evaluate_chooses_a_runs_threshold_again_with_the_sensitivity_rule(cxr_h
     # The same threshold by hand: the rule applied to the calibrated validation scores of predictions.csv.
     predictions = pd.read_csv(run / "predictions.csv")
     val = predictions[predictions["split"] == "val"]
-    expected = evaluation.choose_threshold(val["y_true"], val["y_score"], "sensitivity", min_sensitivity=0.95)
+    expected = choose_threshold(val["y_true"], val["y_score"], "sensitivity", min_sensitivity=0.95)
     assert metrics["threshold"] == pytest.approx(expected)
     assert json.loads((run / "config.json").read_text())["training"]["min_sensitivity"] == 0.95
     assert "[sensitivity]" in capsys.readouterr().out

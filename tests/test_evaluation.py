@@ -1,4 +1,5 @@
-"""Tests of cxr.evaluation and cxr.calibration: hand-computed cases and cross-checks with scikit-learn."""
+"""Tests of cxr.evaluation, cxr.thresholds, cxr.run_results and cxr.calibration: hand-computed cases, and the
+library-backed metrics cross-checked against hand-written references."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxr import calibration, evaluation
+from cxr import calibration, evaluation, reports
+from cxr.run_results import write_run_results
+from cxr.thresholds import choose_threshold
 
 
 def random_scores(n=300, seed=0, separation=0.4):
@@ -60,40 +63,88 @@ def test_wilson_interval_other_confidence_uses_quantile():
     low90, high90 = evaluation.wilson_interval(30, 100, confidence=0.90)
     low95, high95 = evaluation.wilson_interval(30, 100)
     assert low95 < low90 < 0.3 < high90 < high95
-    z = evaluation._normal_quantile(0.95)
-    assert z == pytest.approx(1.6448536, abs=1e-6)
+    # By hand with z = 1.6448536 (the 95th percentile of the standard normal).
+    z, p, n = 1.6448536269514722, 0.3, 100
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert (low90, high90) == pytest.approx((centre - half, centre + half), abs=1e-9)
 
 
-# ------------------------------------------------------------------------------ cross-checks (sklearn)
+# ---------------------------------------------------------------------- cross-checks (hand-written references)
+def reference_cumulative_counts(labels, scores):
+    """Descending distinct scores and the true/false positives predicted at each as the threshold."""
+    order = np.argsort(-scores, kind="mergesort")
+    sorted_scores, sorted_labels = scores[order], labels[order]
+    last_of_group = np.r_[np.diff(sorted_scores) != 0, True]
+    tp = np.cumsum(sorted_labels)[last_of_group].astype(np.float64)
+    fp = np.cumsum(1 - sorted_labels)[last_of_group].astype(np.float64)
+    return sorted_scores[last_of_group], tp, fp
+
+
+def reference_report(labels, predicted):
+    """{class or average: {precision, recall, f1-score, support}} with zero_division=0."""
+    def divide(numerator, denominator):
+        return numerator / denominator if denominator else 0.0
+
+    rows = {}
+    for name, positive in (("normal", 0), ("pneumonia", 1)):
+        tp = int(np.sum((predicted == positive) & (labels == positive)))
+        fp = int(np.sum((predicted == positive) & (labels != positive)))
+        fn = int(np.sum((predicted != positive) & (labels == positive)))
+        precision, recall = divide(tp, tp + fp), divide(tp, tp + fn)
+        rows[name] = {"precision": precision, "recall": recall,
+                      "f1-score": divide(2 * precision * recall, precision + recall), "support": tp + fn}
+    total = labels.shape[0]
+    for average, weights in (("macro avg", (1.0, 1.0)), ("weighted avg", (rows["normal"]["support"],
+                                                                           rows["pneumonia"]["support"]))):
+        rows[average] = {key: divide(weights[0] * rows["normal"][key] + weights[1] * rows["pneumonia"][key],
+                                     sum(weights)) for key in ("precision", "recall", "f1-score")}
+        rows[average]["support"] = total
+    return rows
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_cross_check_with_scikit_learn(seed):
-    from sklearn import metrics as skm
-
+def test_cross_check_with_hand_written_references(seed):
     labels, scores = random_scores(seed=seed)
     scores = np.round(scores, 2)  # ties, to exercise the tie handling of both
-    assert evaluation.roc_auc(labels, scores) == pytest.approx(skm.roc_auc_score(labels, scores), abs=1e-12)
-    assert evaluation.average_precision(labels, scores) == pytest.approx(
-        skm.average_precision_score(labels, scores), abs=1e-12
-    )
-    fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
+    thresholds, tp, fp = reference_cumulative_counts(labels, scores)
+    positives, negatives = labels.sum(), labels.shape[0] - labels.sum()
+    # The AUC as the fraction of (pneumonia, normal) pairs ordered right, ties counting one half.
+    difference = scores[labels == 1][:, None] - scores[labels == 0][None, :]
+    pairs = (np.sum(difference > 0) + 0.5 * np.sum(difference == 0)) / (positives * negatives)
+    assert evaluation.roc_auc(labels, scores) == pytest.approx(pairs, abs=1e-12)
+
     curve = evaluation.roc_curve(labels, scores)
-    np.testing.assert_allclose(curve["false_positive_rate"], fpr)
-    np.testing.assert_allclose(curve["true_positive_rate"], tpr)
-    np.testing.assert_allclose(curve["threshold"].to_numpy()[1:], thresholds[1:])
-    expected = skm.classification_report(labels, (scores >= 0.5).astype(int), output_dict=True, zero_division=0)
+    np.testing.assert_allclose(curve["false_positive_rate"], np.r_[0.0, fp / negatives])
+    np.testing.assert_allclose(curve["true_positive_rate"], np.r_[0.0, tp / positives])
+    np.testing.assert_allclose(curve["threshold"], np.r_[np.inf, thresholds])
+
+    pr = evaluation.precision_recall_curve(labels, scores)
+    np.testing.assert_allclose(pr["threshold"], thresholds)
+    np.testing.assert_allclose(pr["precision"], tp / (tp + fp))
+    np.testing.assert_allclose(pr["recall"], tp / positives)
+    recall = np.r_[0.0, tp / positives]
+    expected_ap = float(np.sum(np.diff(recall) * tp / (tp + fp)))
+    assert evaluation.average_precision(labels, scores) == pytest.approx(expected_ap, abs=1e-12)
+
+    expected = reference_report(labels, (scores >= 0.5).astype(int))
     report = evaluation.classification_report(labels, scores, 0.5)
-    for name, key in (
-        ("normal", "0"),
-        ("pneumonia", "1"),
-        ("macro avg", "macro avg"),
-        ("weighted avg", "weighted avg"),
-    ):
+    for name in ("normal", "pneumonia", "macro avg", "weighted avg"):
         for column in ("precision", "recall", "f1-score", "support"):
-            assert report.loc[name, column] == pytest.approx(expected[key][column])
-    assert evaluation.brier_score(labels, scores) == pytest.approx(skm.brier_score_loss(labels, scores))
-    assert calibration.negative_log_likelihood(labels, scores) == pytest.approx(
-        skm.log_loss(labels, np.clip(scores, 1e-7, 1 - 1e-7)), rel=1e-9
-    )
+            assert report.loc[name, column] == pytest.approx(expected[name][column])
+    assert report.loc["accuracy", "precision"] == pytest.approx(np.mean((scores >= 0.5) == labels))
+    assert calibration.brier_score(labels, scores) == pytest.approx(np.mean((scores - labels) ** 2))
+    clipped = np.clip(scores, 1e-7, 1 - 1e-7)
+    expected_nll = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+    assert calibration.negative_log_likelihood(labels, scores) == pytest.approx(expected_nll, rel=1e-9)
+
+
+def test_curves_without_a_class_give_nan_rates():
+    curve = evaluation.roc_curve([1, 1], [0.2, 0.9])
+    assert curve["false_positive_rate"].isna().all() and curve["true_positive_rate"].tolist() == [0.0, 0.5, 1.0]
+    pr = evaluation.precision_recall_curve([0, 0], [0.2, 0.9])
+    assert pr["recall"].isna().all() and pr["precision"].tolist() == [0.0, 0.0]
+    assert math.isnan(evaluation.average_precision([0, 0], [0.2, 0.9]))
 
 
 def test_bootstrap_interval_contains_auc_and_is_seeded():
@@ -109,12 +160,12 @@ def test_youden_threshold_on_constructed_scores():
     # Perfectly separable: every threshold in (0.3, 0.7] gives J = 1; the highest such score is 0.7.
     labels = [0, 0, 0, 1, 1, 1]
     scores = [0.1, 0.2, 0.3, 0.7, 0.8, 0.9]
-    assert evaluation.choose_threshold(labels, scores, "youden") == 0.7
+    assert choose_threshold(labels, scores, "youden") == 0.7
     # One normal at 0.75 and a pneumonia at 0.6: J(0.6)=1-1/3, J(0.8)=2/3-0, J(0.75)=... pick by hand.
     labels = [0, 0, 0, 1, 1, 1]
     scores = [0.1, 0.2, 0.75, 0.6, 0.8, 0.9]
     # thresholds: 0.9 J=1/3, 0.8 J=2/3, 0.75 J=2/3-1/3, 0.6 J=1-1/3=2/3 -> tie of 2/3: highest (0.8) wins.
-    assert evaluation.choose_threshold(labels, scores, "youden") == 0.8
+    assert choose_threshold(labels, scores, "youden") == 0.8
 
 
 def test_sensitivity_threshold_on_constructed_scores():
@@ -122,22 +173,22 @@ def test_sensitivity_threshold_on_constructed_scores():
     positive_scores = np.linspace(0.95, 0.5, 10)  # 0.95, 0.90, ..., 0.50
     scores = np.concatenate([positive_scores, np.linspace(0.0, 0.45, 10)])
     # 90 % sensitivity = 9 of 10 pneumonia cases: the 9th highest pneumonia score (0.55).
-    threshold = evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.9)
+    threshold = choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.9)
     assert threshold == pytest.approx(0.55)
     sensitivity = evaluation.binary_metrics(labels, scores, threshold)["sensitivity"]["value"]
     assert sensitivity >= 0.9
-    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=1.0) == pytest.approx(0.5)
-    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.85) == pytest.approx(0.55)
+    assert choose_threshold(labels, scores, "sensitivity", min_sensitivity=1.0) == pytest.approx(0.5)
+    assert choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.85) == pytest.approx(0.55)
     with pytest.raises(ValueError, match="min_sensitivity"):
-        evaluation.choose_threshold(labels, scores, "sensitivity")
-    assert evaluation.choose_threshold(labels, scores, "fixed") == 0.5
+        choose_threshold(labels, scores, "sensitivity")
+    assert choose_threshold(labels, scores, "fixed") == 0.5
     with pytest.raises(ValueError, match="one of"):
-        evaluation.choose_threshold(labels, scores, "median")
+        choose_threshold(labels, scores, "median")
 
 
 def test_youden_needs_both_classes():
     with pytest.raises(ValueError, match="both classes"):
-        evaluation.choose_threshold([1, 1, 1], [0.2, 0.5, 0.9], "youden")
+        choose_threshold([1, 1, 1], [0.2, 0.5, 0.9], "youden")
 
 
 def test_bad_inputs_say_what_was_received():
@@ -224,7 +275,7 @@ def test_binary_metrics_structure_and_values():
         assert (entry["successes"], entry["total"]) == (successes, total), key
         assert (entry["low"], entry["high"]) == pytest.approx((wilson.low, wilson.high), abs=1e-9), key
     json.dumps(metrics, allow_nan=False)  # JSON-ready
-    text = evaluation.format_metrics(metrics, title="test")
+    text = reports.format_metrics(metrics, title="test")
     assert "PPV" in text and f"prior {100 * labels.mean():.1f} %" in text
 
 
@@ -235,8 +286,8 @@ def test_binary_metrics_one_class_gives_none_not_crash():
     json.dumps(metrics, allow_nan=False)
 
 
-# ------------------------------------------------------------------------------------------ finalize_run
-def test_finalize_run_uses_validation_only(tmp_path):
+# ------------------------------------------------------------------------------------- write_run_results
+def test_write_run_results_uses_validation_only(tmp_path):
     generator = np.random.default_rng(4)
     z_val = generator.normal(0, 1.5, 400)
     val_true = (generator.random(400) < calibration.sigmoid(z_val)).astype(int)
@@ -244,18 +295,18 @@ def test_finalize_run_uses_validation_only(tmp_path):
     test_true = (generator.random(300) < calibration.sigmoid(z_test)).astype(int)
     val_score, test_score = calibration.sigmoid(3 * z_val), calibration.sigmoid(3 * z_test)
 
-    metrics = evaluation.finalize_run(
+    metrics = write_run_results(
         tmp_path, val_true=val_true, val_score=val_score, test_true=test_true, test_score=test_score
     )
     temperature = calibration.fit_temperature(val_true, val_score)
     assert metrics["temperature"] == pytest.approx(temperature)
     calibrated_val = calibration.apply_temperature(val_score, temperature)
-    assert metrics["threshold"] == pytest.approx(evaluation.choose_threshold(val_true, calibrated_val, "youden"))
+    assert metrics["threshold"] == pytest.approx(choose_threshold(val_true, calibrated_val, "youden"))
     assert metrics["threshold_rule"] == "youden"
     assert metrics["calibration"]["test"]["ece_after"] < metrics["calibration"]["test"]["ece_before"]
 
     # Changing the test scores must not move the threshold or the temperature.
-    other = evaluation.finalize_run(
+    other = write_run_results(
         tmp_path,
         val_true=val_true,
         val_score=val_score,
@@ -274,10 +325,10 @@ def test_finalize_run_uses_validation_only(tmp_path):
     assert (tmp_path / "model_card.md").is_file() and (tmp_path / "model_card.json").is_file()
 
 
-def test_finalize_run_sensitivity_rule_and_small_splits(tmp_path):
+def test_write_run_results_sensitivity_rule_and_small_splits(tmp_path):
     val_true = [0, 0, 1, 1, 1]
     val_score = [0.1, 0.6, 0.55, 0.7, 0.9]
-    metrics = evaluation.finalize_run(
+    metrics = write_run_results(
         tmp_path,
         val_true=val_true,
         val_score=val_score,
@@ -290,15 +341,15 @@ def test_finalize_run_sensitivity_rule_and_small_splits(tmp_path):
     assert metrics["validation"]["sensitivity"]["value"] == 1.0
 
 
-def test_finalize_run_one_class_validation_falls_back(tmp_path):
-    metrics = evaluation.finalize_run(tmp_path, val_true=[1, 1], val_score=[0.7, 0.9], test_true=None, test_score=None)
+def test_write_run_results_one_class_validation_falls_back(tmp_path):
+    metrics = write_run_results(tmp_path, val_true=[1, 1], val_score=[0.7, 0.9], test_true=None, test_score=None)
     assert metrics["temperature"] == 1.0 and metrics["threshold"] == 0.5 and metrics["threshold_rule"] == "fixed"
     assert metrics["test"] is None and len(metrics["notes"]) >= 2
-    assert evaluation.read_run_metrics(tmp_path)["threshold"] == 0.5
+    assert json.loads((tmp_path / "metrics.json").read_text())["threshold"] == 0.5
 
 
-def test_finalize_run_refuses_missing_folder(tmp_path):
+def test_write_run_results_refuses_missing_folder(tmp_path):
     with pytest.raises(ValueError, match="not a folder"):
-        evaluation.finalize_run(
+        write_run_results(
             tmp_path / "nope", val_true=[0, 1], val_score=[0.1, 0.9], test_true=[0, 1], test_score=[0.1, 0.9]
         )

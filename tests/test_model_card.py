@@ -7,14 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from cxr import evaluation, model_card
+from cxr import model_card
+from cxr.run_results import write_run_results
 
 
 @pytest.fixture
 def metrics(tmp_path):
     generator = np.random.default_rng(0)
     val_true, test_true = generator.integers(0, 2, 80), generator.integers(0, 2, 60)
-    return evaluation.finalize_run(
+    return write_run_results(
         tmp_path,
         val_true=val_true,
         val_score=np.clip(0.3 + 0.4 * val_true + generator.normal(0, 0.2, 80), 0, 1),
@@ -87,8 +88,8 @@ def test_write_model_card_reads_run_config(tmp_path, metrics):
     assert markdown_path.read_text().startswith(f"# Model card — run {tmp_path.name}")
 
 
-def test_finalize_run_card_without_config(tmp_path):
-    evaluation.finalize_run(
+def test_write_run_results_card_without_config(tmp_path):
+    write_run_results(
         tmp_path, val_true=[0, 1, 0, 1], val_score=[0.2, 0.8, 0.4, 0.6], test_true=[0, 1], test_score=[0.3, 0.7]
     )
     text = (tmp_path / "model_card.md").read_text()

@@ -320,15 +320,15 @@ def test_predict_command_with_gradcam_writes_overlays(tmp_path):
 
 
 def test_evaluate_command_on_run_and_external_folder(cxr_home, tmp_path, capsys):
-    from cxr import evaluation
     from cxr.cli import main
+    from cxr.run_results import write_run_results
 
     run = cxr_home / "runs" / "20250101-000000-fast-eval"
     save_model_folder(run, threshold=0.5, temperature=1.0)
     (run / "config.json").write_text(json.dumps({"version": 1, "dataset": "nowhere", "training": {"model": "fast"}}))
     generator = np.random.default_rng(0)
     val_true, test_true = generator.integers(0, 2, 60), generator.integers(0, 2, 40)
-    evaluation.finalize_run(
+    write_run_results(
         run,
         val_true=val_true,
         val_score=np.clip(0.3 + 0.4 * val_true + generator.normal(0, 0.2, 60), 0, 1),

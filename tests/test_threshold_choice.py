@@ -10,6 +10,7 @@ import pytest
 from cxr import evaluation, runs
 from cxr.config import TrainingConfig
 from cxr.errors import RunError
+from cxr.run_results import write_run_results
 from cxr.threshold_choice import save_manual_threshold
 
 
@@ -19,10 +20,10 @@ def evaluated_run(tmp_path, monkeypatch):
     run_dir = runs.new_run("tiny", TrainingConfig(image_size=32, epochs=1))
     generator = np.random.default_rng(0)
     val_true, test_true = np.arange(40) % 2, np.arange(30) % 2
-    evaluation.finalize_run(run_dir, val_true=val_true,
-                            val_score=np.clip(0.3 * val_true + 0.7 * generator.random(40), 0, 1),
-                            test_true=test_true,
-                            test_score=np.clip(0.3 * test_true + 0.7 * generator.random(30), 0, 1))
+    write_run_results(run_dir, val_true=val_true,
+                      val_score=np.clip(0.3 * val_true + 0.7 * generator.random(40), 0, 1),
+                      test_true=test_true,
+                      test_score=np.clip(0.3 * test_true + 0.7 * generator.random(30), 0, 1))
     return run_dir
 
 

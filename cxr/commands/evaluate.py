@@ -3,7 +3,7 @@
 Without ``--data``: prints the run's report (validation and test, with intervals, the threshold and its
 rule, calibration before/after scaling) and writes the figures (ROC, precision-recall, reliability,
 confusion matrix; Altair ``.html`` + ``.json``) into the run folder. A run that has a model but no
-``metrics.json`` yet is evaluated from its data set first (``finalize_run``).
+``metrics.json`` yet is evaluated from its data set first (``cxr.run_results.write_run_results``).
 
 With ``--data``: external validation on a labelled folder (``normal/``, ``pneumonia/``) or an imported
 data set's test split, at the model's saved threshold and temperature, reported separately and saved
@@ -49,11 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _figures(out: Path, prefix: str, y_true, y_score, metrics: dict) -> list[Path]:
     """ROC, PR, reliability and confusion-matrix charts of one labelled set, saved as .html and .json."""
     from cxr import charts, evaluation
+    from cxr.calibration import reliability_curve
 
     threshold = metrics["threshold"]
     roc = evaluation.roc_curve(y_true, y_score)
     pr = evaluation.precision_recall_curve(y_true, y_score)
-    reliability = evaluation.reliability_curve(y_true, y_score)
+    reliability = reliability_curve(y_true, y_score)
     sensitivity, specificity = metrics["sensitivity"]["value"], metrics["specificity"]["value"]
     figures = {
         "confusion_matrix": charts.confusion_matrix_chart(
@@ -108,7 +109,7 @@ def refinalize_from_predictions(folder: Path, settings: TrainingConfig) -> dict 
     model or the data set; ``None`` when the run has no such file."""
     import pandas as pd
 
-    from cxr import evaluation
+    from cxr.run_results import write_run_results
 
     path = folder / "predictions.csv"
     if not path.is_file():
@@ -117,7 +118,7 @@ def refinalize_from_predictions(folder: Path, settings: TrainingConfig) -> dict 
     if "y_score_raw" not in predictions.columns:
         return None
     val, test = predictions[predictions["split"] == "val"], predictions[predictions["split"] == "test"]
-    return evaluation.finalize_run(
+    return write_run_results(
         folder, val_true=val["y_true"].to_numpy(), val_score=val["y_score_raw"].to_numpy(),
         test_true=test["y_true"].to_numpy() if len(test) else None,
         test_score=test["y_score_raw"].to_numpy() if len(test) else None, **settings.threshold_settings())
@@ -127,8 +128,9 @@ def _finalize_from_dataset(folder: Path, predictor, settings: TrainingConfig) ->
     """Compute a run's metrics.json from its model and its data set's val/test splits."""
     import numpy as np
 
-    from cxr import evaluation, runs
+    from cxr import runs
     from cxr.datasets import load_dataset
+    from cxr.run_results import write_run_results
 
     config = runs.read_config(folder)
     reference = config.get("dataset_path")
@@ -140,7 +142,7 @@ def _finalize_from_dataset(folder: Path, predictor, settings: TrainingConfig) ->
     test_logits = predictor.raw_logits(dataset.images("test")) if has_test else np.zeros(0)
     from cxr.calibration import sigmoid
 
-    return evaluation.finalize_run(
+    return write_run_results(
         folder,
         val_true=dataset.labels("val"),
         val_score=sigmoid(val_logits),
@@ -159,7 +161,7 @@ def _safe_name(name: str) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from cxr import evaluation
+    from cxr import reports
     from cxr.atomic import atomic_write_json, atomic_write_text
     from cxr.external import external_validation
     from cxr.predict import Predictor
@@ -206,7 +208,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                 return USAGE_ERROR
             print("no metrics.json yet: evaluating the run's validation and test splits ...")
             metrics = _finalize_from_dataset(folder, predictor, run_settings(folder))
-        print(evaluation.format_run_metrics(metrics))
+        print(reports.format_run_metrics(metrics))
         if out is not None and folder is not None and not args.no_figures and (folder / "predictions.csv").is_file():
             predictions = pd.read_csv(folder / "predictions.csv")
             written = []
@@ -224,7 +226,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     result = external_validation(predictor, args.data, progress=progress)
     name = _safe_name(result["name"])
     metrics = result["metrics"]
-    print(evaluation.format_metrics(metrics, title=f"== external validation: {result['name']} ({result['source']}) =="))
+    print(reports.format_metrics(metrics, title=f"== external validation: {result['name']} ({result['source']}) =="))
     print("(threshold and temperature as saved with the model: nothing was refitted on these images)")
     print_population(result.get("population"))
     for error in result["errors"]:
