@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 from helpers_training import synthetic_dataset, tiny_config
 
-from cxr import evaluation, runs, training
+from cxr import runs, training
 from cxr.errors import DatasetError
+from cxr.thresholds import choose_threshold
 
 
 def _train(dataset, config, **kwargs):
@@ -43,7 +44,7 @@ def test_run_directory_is_complete_and_valid():
     predictions = pd.read_csv(run_dir / "predictions.csv")
     validation = predictions[predictions["split"] == "val"]
     assert metrics["threshold"] == pytest.approx(
-        evaluation.choose_threshold(validation["y_true"], validation["y_score"], "youden"))
+        choose_threshold(validation["y_true"], validation["y_score"], "youden"))
     model = keras.models.load_model(run_dir / runs.MODEL_FILE, safe_mode=True)
     images = dataset.images("test")[:3, ..., None]  # raw uint8 in
     assert model.predict(images, verbose=0).shape == (3, 1)
