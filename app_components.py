@@ -483,9 +483,9 @@ def augment_examples(image: Any, config: Any, *, count: int, seed: int) -> list:
     what training sees."""
     import numpy as np
 
-    from cxr import training
+    from cxr import pipeline
 
-    augmentation = training.build_augmentation(config.replace(seed=int(seed)))
+    augmentation = pipeline.build_augmentation(config.replace(seed=int(seed)))
     pixels = np.asarray(image, dtype=np.uint8)
     if augmentation is None:  # every strength at 0: the image as it is
         return [pixels.copy() for _ in range(count)]

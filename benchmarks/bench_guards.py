@@ -106,7 +106,8 @@ def queued(work: Path) -> list[tuple[str, float, float, str]]:
     from helpers_training import tiny_config, write_npz
 
     from cxr import jobs, runs
-    from cxr.training import ArrayDataset, process_identity
+    from cxr.runs import process_identity
+    from cxr.training import ArrayDataset
 
     dataset = ArrayDataset.from_npz(write_npz(work / "tiny.npz"))
     busy = runs.new_run(dataset, tiny_config())

@@ -114,7 +114,7 @@ def measure(recipe: str, dataset_name: str, budget_seconds: float, warmup: int, 
     import keras
     import tensorflow as tf
 
-    from cxr import training
+    from cxr import pipeline
     from cxr.config import preset
     from cxr.datasets import load_dataset
     from cxr.evaluation import roc_auc
@@ -123,7 +123,7 @@ def measure(recipe: str, dataset_name: str, budget_seconds: float, warmup: int, 
 
     dataset = load_dataset(dataset_name)
     config = preset(recipe, image_size=int(dataset.image_size), seed=seed)
-    arrays = training.training_arrays(dataset, config)
+    arrays = pipeline.training_arrays(dataset, config)
     if "test" not in arrays:
         raise SystemExit(f"data set {dataset_name!r} has no test split; import one that has (Kermany does)")
     train_images, train_labels = arrays["train"]
@@ -132,10 +132,10 @@ def measure(recipe: str, dataset_name: str, budget_seconds: float, warmup: int, 
     model = build_model(config.model, (size, size, 1), dropout_rate=config.dropout_rate)
     # A float learning rate (a variable) so the budget callback can follow the schedule.
     compile_model(model, optimizer=config.optimizer, learning_rate=config.learning_rate)
-    train_data = training.make_dataset(train_images, train_labels, batch_size=config.batch_size, training=True,
-                                       augmentation=training.build_augmentation(config), seed=seed,
-                                       weights=training.class_weights(train_labels, config.class_weighting))
-    validation_data = training.make_dataset(*arrays["val"], batch_size=config.batch_size, training=False)
+    train_data = pipeline.make_dataset(train_images, train_labels, batch_size=config.batch_size, training=True,
+                                       augmentation=pipeline.build_augmentation(config), seed=seed,
+                                       weights=pipeline.class_weights(train_labels, config.class_weighting))
+    validation_data = pipeline.make_dataset(*arrays["val"], batch_size=config.batch_size, training=False)
     budget = _budget_callback(budget_seconds, warmup, config.learning_rate, config.schedule,
                               config.min_learning_rate)
     callbacks = [budget]

@@ -53,7 +53,7 @@ def measure(model_name: str, sample: Path, batches: int, batch_size: int, warmup
 
     from cxr.config import preset
     from cxr.models import build_model, compile_model, count_multiply_adds
-    from cxr.training import build_augmentation, make_dataset
+    from cxr.pipeline import build_augmentation, make_dataset
 
     arrays = np.load(sample)
     images, labels = arrays["images"], arrays["labels"]

@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cxr.config import preset  # noqa: E402
 from cxr.datasets import load_dataset  # noqa: E402
 from cxr.evaluation import roc_auc  # noqa: E402
+from cxr.pipeline import training_arrays  # noqa: E402
 from cxr.thresholds import choose_threshold  # noqa: E402
-from cxr.training import training_arrays  # noqa: E402
 
 FRAME = 19
 

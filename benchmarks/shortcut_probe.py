@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cxr.config import preset  # noqa: E402
 from cxr.datasets import load_dataset  # noqa: E402
 from cxr.evaluation import roc_auc  # noqa: E402
-from cxr.training import training_arrays  # noqa: E402
+from cxr.pipeline import training_arrays  # noqa: E402
 
 FRAME = 19  # pixels of the outer frame at 150 px (16 px at 128 px, as measured before)
 

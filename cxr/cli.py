@@ -1,6 +1,7 @@
 """The command line: ``cxr <command> …`` (or ``python -m cxr <command> …``).
 
-Each command lives in ``cxr/commands/<name>.py`` and exposes ``register(subparsers)``, which adds its
+Each command lives in ``cxr/commands/<name>.py`` (``runs`` in ``list_runs.py``, not to be confused with
+``cxr/runs.py``) and exposes ``register(subparsers)``, which adds its
 parser and sets ``handler`` (a function ``args -> int`` exit status). One convention for every command:
 bad input (a ``CxrError``, a ``ValueError`` from settings, a mistyped option) is printed as one unindented
 line ``error: …`` on stderr (what was received, what was expected, what to do), never as a traceback, and
@@ -15,7 +16,7 @@ import importlib
 import sys
 
 # Order shown in --help.
-COMMAND_MODULES = ("data", "train", "runs", "stop", "evaluate", "predict", "export", "bench")
+COMMAND_MODULES = ("data", "train", "list_runs", "stop", "evaluate", "predict", "export", "bench")
 USAGE_ERROR = 2
 
 

@@ -96,10 +96,9 @@ def try_acquire_slot(run_dir: Path, max_concurrent: int | None) -> bool:
                               message=f"waiting: {len(running)} run(s) of this data set training, "
                                       f"position {position + 1} in the queue")
             return False
-        from cxr.training import process_identity
 
         runs.write_status(run_dir, state="running", position=None, message="starting",
-                          **process_identity())
+                          **runs.process_identity())
         return True
 
 
@@ -107,10 +106,9 @@ def wait_for_slot(run_dir: Path, max_concurrent: int | None, *, should_stop: Cal
                   poll_seconds: float = POLL_SECONDS) -> bool:
     """Block until ``run_dir`` may train (True) or a stop was requested while waiting (False; the run
     is then marked ``stopped``). Called by the child process before it imports TensorFlow."""
-    from cxr.training import process_identity
 
     with queue_lock():
-        runs.write_status(run_dir, state="queued", **process_identity())
+        runs.write_status(run_dir, state="queued", **runs.process_identity())
     while True:
         if should_stop() or runs.stop_requested(run_dir):
             (run_dir / runs.STOP_FILE).unlink(missing_ok=True)

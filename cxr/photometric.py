@@ -2,7 +2,7 @@
 
 Why: Kermany's test images differ from its train images in acquisition and processing (contrast curve,
 sharpness, noise, background level; docs/benchmarks.md), so a network should not be able to read the
-label from those. These layers live in the ``tf.data`` pipeline only (``cxr.training.build_augmentation``),
+label from those. These layers live in the ``tf.data`` pipeline only (``cxr.pipeline.build_augmentation``),
 never inside a saved model, so they need no registration. Input and output: (n, s, s, 1) float32, 0-255.
 
 - ``RandomPhotometric(strength)``: per image, each at a random strength up to ``strength`` (0-1):

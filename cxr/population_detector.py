@@ -342,7 +342,7 @@ MIN_FIT_IMAGES, MIN_HELDOUT_IMAGES = 100, 20
 
 def fit_for_run(folder: str | Path, arrays: dict, model: Any, *, dataset: str | None = None,
                 extractor: str = RUN_EXTRACTOR) -> PopulationDetector | None:
-    """Fit and save the detector of a finished run (``arrays``: ``cxr.training.training_arrays``).
+    """Fit and save the detector of a finished run (``arrays``: ``cxr.pipeline.training_arrays``).
 
     Fitted on "train", threshold from "val" (held-out training images, patient-grouped), never "test";
     the fraction of "test" flagged is measured and recorded. The cached images (the model's own size)

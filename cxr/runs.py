@@ -151,6 +151,14 @@ def write_status(run: str | os.PathLike, *, only_if_state: tuple[str, ...] | Non
     return status
 
 
+def process_identity() -> dict:
+    """``{"pid", "pid_created"}`` of this process, written into ``status.json`` so readers can tell a dead
+    (or reused) pid with ``process_alive``."""
+    import psutil
+
+    return {"pid": os.getpid(), "pid_created": psutil.Process().create_time()}
+
+
 # ------------------------------------------------------------------------------------------------ reading
 def process_alive(pid: Any, created: float | None = None) -> bool:
     """Whether process ``pid`` on this machine is alive (not a zombie, and the same process: when

@@ -114,8 +114,9 @@ def finalize_stopped_run(run: str | os.PathLike, *, dataset=None) -> dict:
         from cxr.atomic import atomic_write_json
         from cxr.config import TrainingConfig
         from cxr.model_card import write_model_card
+        from cxr.pipeline import training_arrays
         from cxr.tensorflow_loader import keras
-        from cxr.training import save_final_model, training_arrays
+        from cxr.training import save_final_model
 
         stored = runs.read_config(path)
         config = TrainingConfig.from_dict(stored["training"])

@@ -1,17 +1,16 @@
 """Turn a cached data set into a trained model, writing the run directory as it goes.
 
 ``train(dataset, config, run_dir)`` is what the child process ``python -m cxr train`` runs:
-- input: ``tf.data`` from the uint8 arrays (no float64 copy of the data set), shuffled, batched,
-  augmented on the fly with Keras preprocessing layers (train split only), prefetched;
-- model: ``cxr.models.build_model(config.model, …)`` under a ``tf.distribute`` strategy;
-- callbacks (``RunCallback``) write ``status.json`` (≤ 4 times a second), one ``history.csv`` row and
-  a checkpoint per epoch, TensorBoard logs, and honour stop requests (the ``stop`` file or SIGTERM)
-  after the current batch;
-- at the end: ``model.keras`` (best-validation weights when early stopping is on), then
-  ``cxr.run_results.write_run_results`` for metrics.json, predictions.csv and the model card.
-
-Why augmentation lives in the tf.data map and not in the model: the saved model then holds no random
-layers, loads with ``safe_mode`` and predicts the same thing every time.
+- input (``cxr.pipeline``): ``tf.data`` from the uint8 arrays (no float64 copy of the data set), shuffled,
+  batched, augmented on the fly with Keras preprocessing layers (train split only), prefetched;
+- model: ``cxr.models.build_model(config.model, …)`` under a ``tf.distribute`` strategy
+  (``cxr.distribution``);
+- callbacks (``cxr.callbacks.RunCallback``) write ``status.json`` (≤ 4 times a second), one ``history.csv``
+  row and a checkpoint per epoch, TensorBoard logs, and honour stop requests (``cxr.stop_requests``: the
+  ``stop`` file or SIGTERM) after the current batch;
+- at the end (``save_final_model``): ``model.keras`` (best-validation weights when early stopping is on),
+  the population detector, then ``cxr.run_results.write_run_results`` for metrics.json, predictions.csv and
+  the model card.
 
 Stopping in the middle of an epoch keeps the checkpoint of the last finished epoch; the unfinished
 epoch is discarded and runs again on resume, so ``history.csv`` never loses or repeats an epoch.
@@ -19,12 +18,9 @@ epoch is discarded and runs again on resume, so ``history.csv`` never loses or r
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import signal
 import tempfile
-import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,13 +29,13 @@ from typing import Any
 import numpy as np
 
 from cxr import runs
-from cxr.atomic import atomic_path, atomic_write_json
+from cxr.atomic import atomic_path
 from cxr.config import TrainingConfig
+from cxr.distribution import is_chief, make_strategy, prebuild_for_multi_worker
 from cxr.errors import CxrError, DatasetError, RunError
-from cxr.live_progress import BatchLog, BatchTimer, truncate_batch_log
-
-STATUS_INTERVAL_SECONDS = 0.25  # at most 4 status writes a second: live enough, cheap enough
-_stop_signal = {"received": False}
+from cxr.live_progress import truncate_batch_log
+from cxr.pipeline import build_augmentation, class_weights, make_dataset, training_arrays
+from cxr.stop_requests import StopRequested
 
 
 # ------------------------------------------------------------------------------------------- data sets
@@ -111,405 +107,6 @@ def resolve_dataset(name_or_path: str | os.PathLike):
     return load_dataset(name_or_path)
 
 
-def split_validation(labels: np.ndarray, fraction: float, seed: int | None,
-                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation) with about ``fraction`` of each class in validation.
-
-    With ``groups`` (patient ids), all images of a patient land on the same side (no leakage).
-    Each class keeps at least one image on each side. Raises ``DatasetError`` when a class has fewer
-    than two images (or patients) to split.
-    """
-    labels = np.asarray(labels).reshape(-1)
-    groups = np.arange(len(labels)) if groups is None else np.asarray(groups).reshape(-1)
-    generator = np.random.default_rng(seed)
-    validation = []
-    for label in (0, 1):
-        class_groups = np.unique(groups[labels == label])
-        if len(class_groups) < 2:
-            raise DatasetError(f"Class {label} has {len(class_groups)} image group(s) in train; at least 2 "
-                               f"are needed to carve a validation split. Add images of that class.")
-        count = min(len(class_groups) - 1, max(1, round(fraction * len(class_groups))))
-        chosen = generator.choice(class_groups, size=count, replace=False)
-        validation.append(np.flatnonzero(np.isin(groups, chosen) & (labels == label)))
-    validation_index = np.sort(np.concatenate(validation))
-    train_index = np.setdiff1d(np.arange(len(labels)), validation_index)
-    return train_index, validation_index
-
-
-def _patient_groups(dataset, split: str) -> np.ndarray | None:
-    groups = getattr(dataset, "groups", None)
-    if isinstance(groups, dict) and split in groups:
-        return np.asarray(groups[split])
-    manifest = getattr(dataset, "manifest", None)
-    try:
-        rows = manifest[manifest["split"] == split]
-        if "patient_id" in rows and len(rows) == len(dataset.labels(split)):
-            return rows["patient_id"].astype(str).to_numpy()
-    except (TypeError, KeyError, AttributeError):
-        pass
-    return None
-
-
-def _import_fraction(dataset) -> float | None:
-    """The validation fraction an imported data set's "val" split was carved at (None: not known)."""
-    info = getattr(dataset, "info", None)
-    try:
-        return float(info["data_config"]["validation_fraction"])
-    except (TypeError, KeyError, ValueError):
-        return None
-
-
-def training_arrays(dataset, config: TrainingConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train", "val", ["test"]: (images (n, s, s) uint8, labels (n,) int64)}`` for ``config``.
-
-    Uses the data set's own "val" split when it has one and it was carved (by patient, at import) at
-    ``config.validation_fraction``; an imported split carved at another fraction is pooled with train
-    and re-split at the fraction asked. Without a "val" split, carves ``config.validation_fraction``
-    of train. Re-splits and carves are by patient when ids are known, stratified by class."""
-    if int(dataset.image_size) != config.image_size:
-        raise DatasetError(f"Data set {dataset.name!r} holds {dataset.image_size} px images but the "
-                           f"training settings ask for image_size={config.image_size}. Set image_size to "
-                           f"{dataset.image_size}, or re-import the data at {config.image_size} px.")
-    splits = tuple(dataset.splits)
-    images, labels = dataset.images("train"), np.asarray(dataset.labels("train")).astype(np.int64)
-    arrays = {}
-    if "val" in splits and _import_fraction(dataset) not in (None, config.validation_fraction):
-        # The control asks for another validation share than the import carved: pool and re-split.
-        val_images, val_labels = dataset.images("val"), np.asarray(dataset.labels("val")).astype(np.int64)
-        train_groups, val_groups = _patient_groups(dataset, "train"), _patient_groups(dataset, "val")
-        groups = None
-        if train_groups is not None and val_groups is not None:
-            groups = np.concatenate([train_groups.astype(str), val_groups.astype(str)])
-        images, labels = np.concatenate([images, val_images]), np.concatenate([labels, val_labels])
-        train_index, validation_index = split_validation(labels, config.validation_fraction, config.seed, groups)
-        arrays["train"] = (images[train_index], labels[train_index])
-        arrays["val"] = (images[validation_index], labels[validation_index])
-        print(f"validation: train and val of {dataset.name!r} (carved at {_import_fraction(dataset)} on import) "
-              f"re-split by patient at {config.validation_fraction}: {len(validation_index)} validation images",
-              flush=True)
-    elif "val" in splits:
-        arrays["train"] = (images, labels)
-        arrays["val"] = (dataset.images("val"), np.asarray(dataset.labels("val")).astype(np.int64))
-    else:
-        train_index, validation_index = split_validation(labels, config.validation_fraction,
-                                                         config.seed, _patient_groups(dataset, "train"))
-        arrays["train"] = (images[train_index], labels[train_index])
-        arrays["val"] = (images[validation_index], labels[validation_index])
-    if "test" in splits:
-        arrays["test"] = (dataset.images("test"), np.asarray(dataset.labels("test")).astype(np.int64))
-    for split in ("train", "val"):
-        if len(np.unique(arrays[split][1])) < 2:
-            raise DatasetError(f"The {split} split of {dataset.name!r} holds one class only; both normal "
-                               f"and pneumonia images are needed to train and validate.")
-    return arrays
-
-
-def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
-    """``{0: w0, 1: w1}`` for "balanced" (n / (2 · count), scikit-learn's rule), ``None`` for "none"."""
-    if mode == "none":
-        return None
-    labels = np.asarray(labels).reshape(-1)
-    counts = np.bincount(labels, minlength=2)
-    return {label: float(len(labels) / (2 * counts[label])) if counts[label] else 0.0 for label in (0, 1)}
-
-
-# ------------------------------------------------------------------------------------- tf.data pipeline
-def build_augmentation(config: TrainingConfig):
-    """The tutorial's augmentation as Keras preprocessing layers, or ``None`` when every strength is 0.
-
-    Rotation ±``rotation_degrees``, zoom ±``zoom`` (height and width independently, like Keras'
-    old ImageDataGenerator), shifts ``width_shift``/``height_shift`` (fractions), horizontal flip; then
-    (not in the tutorial) brightness ±``brightness``·255 and contrast ×(1 ± ``contrast``) per image.
-    Input and output: (n, s, s, 1) float32, values 0–255.
-    """
-    from cxr.tensorflow_loader import keras
-    from cxr.tensorflow_loader import keras_layers as layers
-
-    seed = config.seed
-    steps = []
-    if config.rotation_degrees > 0:
-        steps.append(layers.RandomRotation(config.rotation_degrees / 360.0, fill_mode="nearest", seed=seed))
-    if config.zoom > 0:
-        steps.append(layers.RandomZoom(config.zoom, config.zoom, fill_mode="nearest",
-                                       seed=None if seed is None else seed + 1))
-    if config.width_shift > 0 or config.height_shift > 0:
-        steps.append(layers.RandomTranslation(config.height_shift, config.width_shift, fill_mode="nearest",
-                                              seed=None if seed is None else seed + 2))
-    if config.horizontal_flip:
-        steps.append(layers.RandomFlip("horizontal", seed=None if seed is None else seed + 3))
-    # Intensity changes after the geometric ones: exposure and contrast differ between machines and
-    # hospitals (Kermany's test normals look different from its train ones), and the network should
-    # not read the diagnosis from them. Both layers clip to 0-255. getattr: a duck-typed config object
-    # without these settings (older callers) means no intensity augmentation.
-    brightness, contrast = getattr(config, "brightness", 0.0), getattr(config, "contrast", 0.0)
-    if brightness > 0:
-        steps.append(layers.RandomBrightness(brightness, value_range=(0, 255),
-                                             seed=None if seed is None else seed + 4))
-    if contrast > 0:
-        steps.append(layers.RandomContrast(contrast, value_range=(0, 255),
-                                           seed=None if seed is None else seed + 5))
-    # Acquisition changes that are not affine (cxr.photometric): a contrast curve, sharpness, noise, the
-    # background level; and random resized crops. getattr as above.
-    photometric, random_crop = getattr(config, "photometric", 0.0), getattr(config, "random_crop", 0.0)
-    if photometric > 0 or random_crop > 0:
-        from cxr.photometric import RandomPhotometric, RandomResizedCrop
-
-        if random_crop > 0:
-            steps.insert(0, RandomResizedCrop(random_crop, seed=None if seed is None else seed + 6))
-        if photometric > 0:
-            steps.append(RandomPhotometric(photometric, seed=None if seed is None else seed + 7))
-    return keras.Sequential(steps, name="augmentation") if steps else None
-
-
-def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int, training: bool,
-                 augmentation=None, seed: int | None = None, weights: dict[int, float] | None = None,
-                 max_batches: int | None = None):
-    """A ``tf.data.Dataset`` of batches ``(images (b, s, s, 1), labels (b, 1) float32[, weights (b,)])``.
-
-    Images stay uint8 until a batch is formed; with ``augmentation`` (train only) they become float32
-    0–255 in the map. ``training`` shuffles (whole split, reshuffled each epoch, seeded when ``seed``).
-    """
-    from cxr.tensorflow_loader import tensorflow as tf
-
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., np.newaxis]  # a view: (n, s, s) -> (n, s, s, 1), no copy
-    targets = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
-    tensors: tuple = (images, targets)
-    if weights is not None:
-        table = np.array([weights[0], weights[1]], dtype=np.float32)
-        tensors = (images, targets, table[np.asarray(labels).reshape(-1).astype(np.int64)])
-    dataset = tf.data.Dataset.from_tensor_slices(tensors)
-    if training:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if max_batches is not None:
-        dataset = dataset.take(max_batches)
-    if augmentation is not None and training:
-        def augment(batch_images, *rest):
-            return (augmentation(tf.cast(batch_images, tf.float32), training=True), *rest)
-
-        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    # In-memory tensors have no files to shard: split by element across workers.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    options.deterministic = True
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
-
-
-# ------------------------------------------------------------------------------------------- strategies
-def tf_config_role() -> tuple[str | None, int]:
-    """(task type, index) from ``$TF_CONFIG``, or (None, 0) when unset."""
-    try:
-        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    except json.JSONDecodeError as error:
-        raise CxrError(f"TF_CONFIG is not valid JSON ({error}); expected "
-                       f'{{"cluster": {{"worker": ["host:port", ...]}}, "task": {{"type": "worker", '
-                       f'"index": 0}}}}.') from error
-    return task.get("type"), int(task.get("index", 0))
-
-
-def is_chief(strategy_name: str) -> bool:
-    """Whether this process writes the run directory: always, except a non-chief multi-worker task."""
-    if strategy_name != "multi-worker":
-        return True
-    task_type, index = tf_config_role()
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}")).get("cluster", {})
-    if task_type == "chief":
-        return True
-    return task_type in (None, "worker") and index == 0 and "chief" not in cluster
-
-
-def make_strategy(name: str):
-    """The ``tf.distribute`` strategy called ``name`` (default, mirrored, multi-worker)."""
-    from cxr.tensorflow_loader import tensorflow as tf
-
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi-worker":
-        if "TF_CONFIG" not in os.environ:
-            raise CxrError("strategy 'multi-worker' needs TF_CONFIG describing the cluster; received none. "
-                           'Set TF_CONFIG=\'{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": '
-                           '{"type": "worker", "index": 0}}\' on each machine (see README).')
-        tf_config_role()  # validates the JSON
-        options = tf.distribute.experimental.CommunicationOptions(
-            implementation=tf.distribute.experimental.CommunicationImplementation.RING)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
-    raise CxrError(f"Unknown strategy {name!r}; choose default, mirrored or multi-worker.")
-
-
-# ---------------------------------------------------------------------------------------- stop requests
-class StopRequested(Exception):
-    """Raised from a callback to leave ``fit`` right after the current batch."""
-
-
-def install_stop_signal_handler() -> None:
-    """Make SIGTERM a stop request (finish the batch, save, state ``stopped``) instead of a kill."""
-    def handle(signum, frame):  # noqa: ARG001
-        _stop_signal["received"] = True
-
-    signal.signal(signal.SIGTERM, handle)
-
-
-def stop_signal_received() -> bool:
-    return _stop_signal["received"]
-
-
-# ------------------------------------------------------------------------------------------- callbacks
-def process_identity() -> dict:
-    """``{"pid", "pid_created"}`` of this process, so readers can tell a dead (or reused) pid."""
-    import psutil
-
-    return {"pid": os.getpid(), "pid_created": psutil.Process().create_time()}
-
-
-def _current_learning_rate(model) -> float:
-    from cxr.tensorflow_loader import keras
-
-    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-
-
-def _resumable_plateau(state: dict | None, **settings):
-    """``ReduceLROnPlateau`` whose counters survive a resume (Keras resets them in on_train_begin)."""
-    from cxr.tensorflow_loader import keras
-
-    class ResumablePlateau(keras.callbacks.ReduceLROnPlateau):
-        def on_train_begin(self, logs=None):
-            super().on_train_begin(logs)
-            if state:
-                self.best = state.get("best", self.best)
-                self.wait = state.get("wait", 0)
-                self.cooldown_counter = state.get("cooldown_counter", 0)
-
-        def state(self) -> dict:
-            return {"best": float(self.best), "wait": int(self.wait),
-                    "cooldown_counter": int(self.cooldown_counter)}
-
-    return ResumablePlateau(**settings)
-
-
-def make_run_callback(run_dir: Path, config: TrainingConfig, *, steps_per_epoch: int, initial_epoch: int,
-                      checkpoint_state: dict | None, plateau=None, write_files: bool = True,
-                      validation_batches: int = 0):
-    """The callback that writes the run directory (see module docstring); ``write_files=False`` for a
-    non-chief multi-worker task, which trains but leaves the files to the chief."""
-    from cxr.tensorflow_loader import keras
-
-    class RunCallback(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            state = checkpoint_state or {}
-            self.monitor = "val_auc"
-            self.best_value = state.get("best_value")
-            self.best_epoch = state.get("best_epoch")
-            self.wait = int(state.get("wait", 0))
-            self.last_write = 0.0
-            self.epoch_started = time.monotonic()
-            self.session_started = time.monotonic()
-            self.batches_done = 0
-            self.epoch = initial_epoch
-            self.epoch_learning_rate = None
-            self.timer = BatchTimer()
-            self.batch_log = BatchLog(run_dir) if write_files else None
-            self.validation_batches = validation_batches
-
-        # -- status
-        def _status(self, force: bool = False, **fields) -> None:
-            now = time.monotonic()
-            if not write_files or (not force and now - self.last_write < STATUS_INTERVAL_SECONDS):
-                return
-            self.last_write = now
-            self.batch_log.flush()  # the batch rows travel with the status writes: no extra wake-ups
-            runs.write_status(run_dir, **fields)
-
-        def _eta(self, batch: int, validating: bool = False) -> float | None:
-            return self.timer.seconds_left(batches_left=steps_per_epoch - batch,
-                                           epochs_left=config.epochs - self.epoch - 1,
-                                           steps_per_epoch=steps_per_epoch,
-                                           validation_batches=self.validation_batches, validating=validating)
-
-        def _check_stop(self) -> None:
-            reason = None
-            if stop_signal_received():
-                reason = "SIGTERM"
-            # One stat() per batch: microseconds next to a training step, and the stop is exact.
-            elif write_files and runs.stop_requested(run_dir):
-                reason = "stop file"
-            if reason is not None:
-                if self.batch_log is not None:
-                    self.batch_log.flush()  # the last batches before the stop stay in the log
-                raise StopRequested(reason)
-
-        def on_train_begin(self, logs=None):
-            self._status(force=True, state="running", epochs=config.epochs, batches=steps_per_epoch,
-                         epoch=initial_epoch + 1, batch=0, message="training", error=None,
-                         **process_identity(), started=runs.now_iso())
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-            self.epoch_started = time.monotonic()
-            self.timer.epoch_begin(self.epoch_started)
-            self.epoch_learning_rate = _current_learning_rate(self.model)
-            self._status(force=True, state="running", epoch=epoch + 1, batch=0, message="training")
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.batches_done += 1
-            now = time.monotonic()
-            self.timer.batch_end(now)
-            if self.batch_log is not None:
-                self.batch_log.add(self.epoch + 1, batch + 1, logs, now - self.epoch_started)
-            self._status(batch=batch + 1, epoch=self.epoch + 1, eta_seconds=self._eta(batch + 1))
-            self._check_stop()
-
-        def on_test_begin(self, logs=None):
-            self.timer.validation_begin(time.monotonic())
-            self._status(force=True, batch=steps_per_epoch, message="validating",
-                         eta_seconds=self._eta(steps_per_epoch, validating=True))
-
-        def on_test_end(self, logs=None):
-            self.timer.validation_end(time.monotonic())
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = dict(logs or {})
-            seconds = time.monotonic() - self.epoch_started
-            row = {"epoch": epoch + 1, "learning_rate": self.epoch_learning_rate, "seconds": round(seconds, 3)}
-            row.update({key: float(logs[key]) for key in runs.HISTORY_COLUMNS if key in logs})
-            value = logs.get(self.monitor)
-            improved = value is not None and (self.best_value is None or value > self.best_value)
-            if improved:
-                self.best_value, self.best_epoch, self.wait = float(value), epoch + 1, 0
-            else:
-                self.wait += 1
-            if write_files:
-                self.batch_log.flush()
-                if improved:
-                    self.model.save_weights(str(run_dir / runs.BEST_WEIGHTS_FILE))
-                # History first, checkpoint second: a kill between them leaves a row whose checkpoint
-                # is missing, and resume drops that row and runs the epoch again.
-                runs.append_history_row(run_dir, row)
-                self.save_checkpoint(epoch + 1)
-            if config.early_stopping and self.wait >= config.early_stopping_patience:
-                self.model.stop_training = True
-                self._status(force=True, message=f"early stopping: no better {self.monitor} for "
-                                                 f"{self.wait} epochs (best at epoch {self.best_epoch})")
-            if stop_signal_received() or (write_files and runs.stop_requested(run_dir)):
-                raise StopRequested("stop request at the end of an epoch")
-
-        def save_checkpoint(self, finished_epochs: int) -> None:
-            # A full disk (ENOSPC) or a kill mid-write drops the partial file and keeps the last checkpoint.
-            with atomic_path(run_dir / runs.CHECKPOINT_FILE) as temporary:
-                self.model.save(str(temporary))
-            atomic_write_json(run_dir / runs.CHECKPOINT_INFO_FILE, {
-                "epoch": finished_epochs, "best_value": self.best_value, "best_epoch": self.best_epoch,
-                "monitor": self.monitor, "wait": self.wait, "saved": runs.now_iso(),
-                "plateau": plateau.state() if plateau is not None else None,
-            })
-
-    return RunCallback()
-
-
 # ---------------------------------------------------------------------------------------------- training
 def tensorboard_available() -> bool:
     """Whether the ``tensorboard`` package (needed by ``tf.summary``) is installed."""
@@ -545,47 +142,6 @@ def _build_compiled_model(config: TrainingConfig, steps_per_epoch: int):
     compile_model(model, optimizer=config.optimizer, learning_rate=learning_rate,
                   label_smoothing=getattr(config, "label_smoothing", 0.0))
     return model
-
-
-def _prebuild_for_multi_worker(model, strategy, train_data) -> None:
-    """Work around Keras 3.15 under MultiWorkerMirroredStrategy: ``fit`` first reduces a distributed
-    batch of the nested (x, y, w) structure to build the model symbolically, and the collective reduce
-    refuses nests ("Attempt to convert a value (PerReplica…) to a Tensor"). Build from one local batch
-    instead and skip that step (the instance attribute shadows the method on this model only)."""
-    with strategy.scope():
-        model._symbolic_build(data_batch=next(iter(train_data)))
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-    _patch_keras_multi_worker_reduce()
-
-
-def _patch_keras_multi_worker_reduce() -> None:
-    """Work around Keras 3.15 under MultiWorkerMirroredStrategy (tensorflow/tensorflow#72388): the
-    train step reduces each scalar metric with ``strategy.reduce("MEAN", v, axis=0)``, which fails on a
-    0-d value ("Invalid reduction dimension 0 for input with 0 dimensions"). Reduce scalars across
-    replicas with ``axis=None`` instead (the values are already synchronized, so the mean is exact).
-    Only called for the multi-worker strategy; other strategies never reach the patched branch."""
-    from cxr.tensorflow_loader import import_keras
-
-    import_keras()  # quietly, before reaching into Keras' internals
-    from keras.src.backend.tensorflow import trainer as tensorflow_trainer
-
-    original = tensorflow_trainer.reduce_per_replica
-    if getattr(original, "cxr_patched", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if tensorflow_trainer._collective_all_reduce_multi_worker(strategy) and reduction in ("auto", "mean"):
-            from keras.src import tree
-
-            def reduce_one(value):
-                rank = getattr(getattr(value, "shape", None), "rank", None)
-                return strategy.reduce("MEAN", value, axis=0 if rank else None)
-
-            return tree.map_structure(reduce_one, values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica.cxr_patched = True
-    tensorflow_trainer.reduce_per_replica = reduce_per_replica
 
 
 def _scores(model, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -721,12 +277,14 @@ def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chie
         if initial_epoch == 0:
             (run_dir / runs.HISTORY_FILE).unlink(missing_ok=True)
 
+    from cxr.callbacks import ResumablePlateau, RunCallback
+
     callbacks: list = list(extra_callbacks)
     plateau = None
     if config.schedule == "plateau":
-        plateau = _resumable_plateau((checkpoint_state or {}).get("plateau"), monitor="val_accuracy",
-                                     patience=config.plateau_patience, factor=config.plateau_factor,
-                                     min_lr=config.min_learning_rate, verbose=1)
+        plateau = ResumablePlateau((checkpoint_state or {}).get("plateau"), monitor="val_accuracy",
+                                   patience=config.plateau_patience, factor=config.plateau_factor,
+                                   min_lr=config.min_learning_rate, verbose=1)
         callbacks.append(plateau)
     if chief and tensorboard_available():
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / runs.TENSORBOARD_DIR),
@@ -734,14 +292,14 @@ def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chie
     elif chief:
         print("note: the tensorboard package is not installed; no TensorBoard logs for this run "
               "(pip install tensorboard)", flush=True)
-    run_callback = make_run_callback(run_dir, config, steps_per_epoch=steps_per_epoch,
-                                     initial_epoch=initial_epoch, checkpoint_state=checkpoint_state,
-                                     plateau=plateau, write_files=chief,
-                                     validation_batches=math.ceil(len(arrays["val"][1]) / config.batch_size))
+    run_callback = RunCallback(run_dir, config, steps_per_epoch=steps_per_epoch,
+                               initial_epoch=initial_epoch, checkpoint_state=checkpoint_state,
+                               plateau=plateau, write_files=chief,
+                               validation_batches=math.ceil(len(arrays["val"][1]) / config.batch_size))
     callbacks.append(run_callback)  # last: it checkpoints after the plateau callback changed the rate
 
     if config.strategy == "multi-worker":
-        _prebuild_for_multi_worker(model, strategy, train_data)
+        prebuild_for_multi_worker(model, strategy, train_data)
     if initial_epoch < config.epochs:
         if verbose == "auto":
             verbose = 1 if os.isatty(1) else 2  # per-batch bar in a terminal, one line per epoch in a log

@@ -134,7 +134,7 @@ def _tiny(**overrides) -> TrainingConfig:
 
 
 def test_brightness_and_contrast_augmentation_follow_the_settings():
-    from cxr.training import build_augmentation
+    from cxr.pipeline import build_augmentation
 
     assert build_augmentation(_tiny()) is None  # both default to 0: the tutorial preset is unchanged
     assert PRESETS["tutorial"].brightness == 0 and PRESETS["tutorial"].contrast == 0

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers_training import PROJECT_ROOT, child_environment, synthetic_dataset, tiny_config, write_npz
 
-from cxr import runs, training
+from cxr import distribution, runs, training
 
 
 def _free_port() -> int:
@@ -34,7 +34,7 @@ def test_mirrored_strategy_trains_and_saves():
 def test_multi_worker_without_tf_config_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
-        training.make_strategy("multi-worker")
+        distribution.make_strategy("multi-worker")
 
 
 @pytest.mark.parametrize(("tf_config", "expected"), [
@@ -45,8 +45,8 @@ def test_multi_worker_without_tf_config_is_a_clear_error(monkeypatch):
 ])
 def test_chief_is_worker_zero_unless_a_chief_is_named(monkeypatch, tf_config, expected):
     monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
-    assert training.is_chief("multi-worker") is expected
-    assert training.is_chief("default") is True
+    assert distribution.is_chief("multi-worker") is expected
+    assert distribution.is_chief("default") is True
 
 
 @pytest.mark.slow

@@ -54,7 +54,8 @@ def test_random_resized_crop_zooms_into_part_of_the_image():
 
 def test_settings_reach_the_pipeline_the_loss_and_the_command_line():
     from cxr.commands.train import config_from_args, register
-    from cxr.training import _build_compiled_model, build_augmentation
+    from cxr.pipeline import build_augmentation
+    from cxr.training import _build_compiled_model
 
     config = TrainingConfig(image_size=32, photometric=0.5, random_crop=0.3, label_smoothing=0.1,
                             rotation_degrees=0, zoom=0, width_shift=0, height_shift=0, horizontal_flip=False)
@@ -83,7 +84,7 @@ def test_augmented_batches_keep_their_static_shape_and_train_a_normalised_model(
     """The model after the pipeline (fast_norm's normalisation, the stem) needs the static image size: a crop
     that returned (None, None, None, 1) broke a real training run."""
     from cxr import models
-    from cxr.training import build_augmentation, make_dataset
+    from cxr.pipeline import build_augmentation, make_dataset
 
     config = TrainingConfig(image_size=32, photometric=1.0, random_crop=0.3)
     images = _images(8).astype(np.uint8)[..., 0]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from helpers_training import synthetic_dataset, tiny_config
 
-from cxr import runs, training
+from cxr import pipeline, runs, training
 from cxr.errors import DatasetError
 from cxr.thresholds import choose_threshold
 
@@ -163,13 +163,13 @@ def test_cosine_schedule_lowers_the_learning_rate_and_early_stopping_keeps_best(
 
 
 def test_augmentation_layers_follow_the_settings():
-    assert training.build_augmentation(tiny_config(rotation_degrees=0, zoom=0, width_shift=0, height_shift=0,
+    assert pipeline.build_augmentation(tiny_config(rotation_degrees=0, zoom=0, width_shift=0, height_shift=0,
                                                    horizontal_flip=False)) is None
-    augmentation = training.build_augmentation(tiny_config(zoom=0, width_shift=0, height_shift=0,
+    augmentation = pipeline.build_augmentation(tiny_config(zoom=0, width_shift=0, height_shift=0,
                                                            horizontal_flip=False))
     assert [type(layer).__name__ for layer in augmentation.layers] == ["RandomRotation"]
     assert augmentation.layers[0].factor == pytest.approx((-30 / 360, 30 / 360))
-    full = training.build_augmentation(tiny_config())
+    full = pipeline.build_augmentation(tiny_config())
     assert [type(layer).__name__ for layer in full.layers] == ["RandomRotation", "RandomZoom",
                                                              "RandomTranslation", "RandomFlip"]
     full.build((None, 32, 32, 1))
@@ -179,15 +179,15 @@ def test_augmentation_layers_follow_the_settings():
 def test_tf_data_pipeline_keeps_uint8_until_augmentation_and_weights_classes():
     images = np.zeros((10, 32, 32), np.uint8)
     labels = np.array([0, 1, 1, 1, 1, 1, 1, 1, 1, 1])
-    weights = training.class_weights(labels, "balanced")
+    weights = pipeline.class_weights(labels, "balanced")
     assert weights == pytest.approx({0: 10 / 2, 1: 10 / 18})
-    assert training.class_weights(labels, "none") is None
-    plain = training.make_dataset(images, labels, batch_size=4, training=False)
+    assert pipeline.class_weights(labels, "none") is None
+    plain = pipeline.make_dataset(images, labels, batch_size=4, training=False)
     batch_images, batch_labels = next(iter(plain))
     assert batch_images.dtype.name == "uint8" and tuple(batch_images.shape) == (4, 32, 32, 1)
     assert batch_labels.shape == (4, 1)
-    augmented = training.make_dataset(images, labels, batch_size=4, training=True, seed=1, weights=weights,
-                                      augmentation=training.build_augmentation(tiny_config()), max_batches=2)
+    augmented = pipeline.make_dataset(images, labels, batch_size=4, training=True, seed=1, weights=weights,
+                                      augmentation=pipeline.build_augmentation(tiny_config()), max_batches=2)
     batches = list(augmented)
     assert len(batches) == 2
     batch_images, batch_labels, batch_weights = batches[0]
@@ -199,7 +199,7 @@ def test_tf_data_pipeline_keeps_uint8_until_augmentation_and_weights_classes():
 def test_validation_split_is_stratified_and_keeps_patients_together():
     labels = np.array([0] * 20 + [1] * 40)
     groups = np.repeat(np.arange(30), 2)  # two images per patient
-    train_index, validation_index = training.split_validation(labels, 0.25, seed=0, groups=groups)
+    train_index, validation_index = pipeline.split_validation(labels, 0.25, seed=0, groups=groups)
     assert len(np.intersect1d(train_index, validation_index)) == 0
     assert len(train_index) + len(validation_index) == 60
     assert set(groups[train_index]).isdisjoint(groups[validation_index])
@@ -207,17 +207,17 @@ def test_validation_split_is_stratified_and_keeps_patients_together():
     # Per class, round(0.25 x patients) patients of two images: class 0 round(2.5) = 2 of 10, class 1 5 of 20.
     assert np.bincount(labels[validation_index]).tolist() == [4, 10]
     with pytest.raises(DatasetError, match="Class 0"):
-        training.split_validation(np.array([0, 1, 1, 1]), 0.25, seed=0)
+        pipeline.split_validation(np.array([0, 1, 1, 1]), 0.25, seed=0)
 
 
 def test_image_size_mismatch_is_a_clear_error():
     with pytest.raises(DatasetError, match="image_size=64"):
-        training.training_arrays(synthetic_dataset(), tiny_config(image_size=64))
+        pipeline.training_arrays(synthetic_dataset(), tiny_config(image_size=64))
 
 
 def test_dataset_own_val_split_is_used():
     dataset = synthetic_dataset(train=24, val=10)
-    arrays = training.training_arrays(dataset, tiny_config())
+    arrays = pipeline.training_arrays(dataset, tiny_config())
     assert len(arrays["train"][0]) == 24 and len(arrays["val"][0]) == 10
 
 

@@ -228,7 +228,7 @@ def test_a_training_beyond_the_limit_waits_queued_without_loading_tensorflow(npz
     leaves the queue cleanly when cancelled."""
     import psutil
 
-    from cxr.training import process_identity
+    from cxr.runs import process_identity
 
     busy = runs.new_run(npz_dataset, tiny_config())
     runs.write_status(busy, state="running", **process_identity())

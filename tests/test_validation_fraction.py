@@ -18,7 +18,7 @@ from helpers_data import write_folder_dataset
 
 from cxr.config import DataConfig, TrainingConfig
 from cxr.datasets import import_dataset, load_dataset
-from cxr.training import training_arrays
+from cxr.pipeline import training_arrays
 
 
 def config(fraction: float) -> TrainingConfig:

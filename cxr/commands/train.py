@@ -48,13 +48,13 @@ def config_from_args(args: argparse.Namespace, image_size: int | None) -> settin
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cxr import jobs, runs, training
+    from cxr import distribution, jobs, runs, stop_requests, training
     from cxr.tensorflow_loader import import_tensorflow
 
     import_tensorflow()  # before cxr.training touches Keras, so its start-up lines are held back
 
     # SIGTERM (cxr.jobs.stop's fallback, a scheduler, `kill`) finishes the batch and saves.
-    training.install_stop_signal_handler()
+    stop_requests.install_stop_signal_handler()
     resume = args.resume is not None
     if resume or args.run:
         run_dir = runs.run_path(args.resume or args.run)
@@ -75,14 +75,14 @@ def run_train(args: argparse.Namespace) -> int:
         config = config_from_args(args, dataset.image_size)
         dataset_ref = args.dataset
         run_dir = None
-        if training.is_chief(config.strategy):
+        if distribution.is_chief(config.strategy):
             run_dir = runs.new_run(dataset, config, run_dir=args.run_dir)
             print(f"run {run_dir.name}: {run_dir}", flush=True)
 
-    chief = training.is_chief(config.strategy)
+    chief = distribution.is_chief(config.strategy)
     # Multi-worker tasks must start together; they never wait in the queue.
     if chief and config.strategy != "multi-worker":
-        if not jobs.wait_for_slot(run_dir, args.max_concurrent, should_stop=training.stop_signal_received):
+        if not jobs.wait_for_slot(run_dir, args.max_concurrent, should_stop=stop_requests.stop_signal_received):
             print(f"run {run_dir.name}: cancelled while queued", flush=True)
             return 0
     if dataset is None:

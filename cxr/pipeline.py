@@ -1,0 +1,214 @@
+"""The training input: a data set's splits as arrays, class weights, and the ``tf.data`` pipeline.
+
+``training_arrays`` gives train / validation / test arrays (carving or re-splitting validation by patient at
+the fraction asked); ``make_dataset`` batches uint8 images into a ``tf.data.Dataset`` that augments on the
+fly (``build_augmentation``: Keras preprocessing layers, train split only) and prefetches.
+
+Why augmentation lives in the tf.data map and not in the model: the saved model then holds no random
+layers, loads with ``safe_mode`` and predicts the same thing every time. TensorFlow, Keras and
+scikit-learn are imported inside the functions that use them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxr.config import TrainingConfig
+from cxr.errors import DatasetError
+
+
+# ------------------------------------------------------------------------------------------ split arrays
+def split_validation(labels: np.ndarray, fraction: float, seed: int | None,
+                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, validation) with about ``fraction`` of each class in validation.
+
+    With ``groups`` (patient ids), all images of a patient land on the same side (no leakage).
+    Each class keeps at least one image on each side. Raises ``DatasetError`` when a class has fewer
+    than two images (or patients) to split.
+    """
+    labels = np.asarray(labels).reshape(-1)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups).reshape(-1)
+    generator = np.random.default_rng(seed)
+    validation = []
+    for label in (0, 1):
+        class_groups = np.unique(groups[labels == label])
+        if len(class_groups) < 2:
+            raise DatasetError(f"Class {label} has {len(class_groups)} image group(s) in train; at least 2 "
+                               f"are needed to carve a validation split. Add images of that class.")
+        count = min(len(class_groups) - 1, max(1, round(fraction * len(class_groups))))
+        chosen = generator.choice(class_groups, size=count, replace=False)
+        validation.append(np.flatnonzero(np.isin(groups, chosen) & (labels == label)))
+    validation_index = np.sort(np.concatenate(validation))
+    train_index = np.setdiff1d(np.arange(len(labels)), validation_index)
+    return train_index, validation_index
+
+
+def _patient_groups(dataset, split: str) -> np.ndarray | None:
+    groups = getattr(dataset, "groups", None)
+    if isinstance(groups, dict) and split in groups:
+        return np.asarray(groups[split])
+    manifest = getattr(dataset, "manifest", None)
+    try:
+        rows = manifest[manifest["split"] == split]
+        if "patient_id" in rows and len(rows) == len(dataset.labels(split)):
+            return rows["patient_id"].astype(str).to_numpy()
+    except (TypeError, KeyError, AttributeError):
+        pass
+    return None
+
+
+def _import_fraction(dataset) -> float | None:
+    """The validation fraction an imported data set's "val" split was carved at (None: not known)."""
+    info = getattr(dataset, "info", None)
+    try:
+        return float(info["data_config"]["validation_fraction"])
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def training_arrays(dataset, config: TrainingConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{"train", "val", ["test"]: (images (n, s, s) uint8, labels (n,) int64)}`` for ``config``.
+
+    Uses the data set's own "val" split when it has one and it was carved (by patient, at import) at
+    ``config.validation_fraction``; an imported split carved at another fraction is pooled with train
+    and re-split at the fraction asked. Without a "val" split, carves ``config.validation_fraction``
+    of train. Re-splits and carves are by patient when ids are known, stratified by class."""
+    if int(dataset.image_size) != config.image_size:
+        raise DatasetError(f"Data set {dataset.name!r} holds {dataset.image_size} px images but the "
+                           f"training settings ask for image_size={config.image_size}. Set image_size to "
+                           f"{dataset.image_size}, or re-import the data at {config.image_size} px.")
+    splits = tuple(dataset.splits)
+    images, labels = dataset.images("train"), np.asarray(dataset.labels("train")).astype(np.int64)
+    arrays = {}
+    if "val" in splits and _import_fraction(dataset) not in (None, config.validation_fraction):
+        # The control asks for another validation share than the import carved: pool and re-split.
+        val_images, val_labels = dataset.images("val"), np.asarray(dataset.labels("val")).astype(np.int64)
+        train_groups, val_groups = _patient_groups(dataset, "train"), _patient_groups(dataset, "val")
+        groups = None
+        if train_groups is not None and val_groups is not None:
+            groups = np.concatenate([train_groups.astype(str), val_groups.astype(str)])
+        images, labels = np.concatenate([images, val_images]), np.concatenate([labels, val_labels])
+        train_index, validation_index = split_validation(labels, config.validation_fraction, config.seed, groups)
+        arrays["train"] = (images[train_index], labels[train_index])
+        arrays["val"] = (images[validation_index], labels[validation_index])
+        print(f"validation: train and val of {dataset.name!r} (carved at {_import_fraction(dataset)} on import) "
+              f"re-split by patient at {config.validation_fraction}: {len(validation_index)} validation images",
+              flush=True)
+    elif "val" in splits:
+        arrays["train"] = (images, labels)
+        arrays["val"] = (dataset.images("val"), np.asarray(dataset.labels("val")).astype(np.int64))
+    else:
+        train_index, validation_index = split_validation(labels, config.validation_fraction,
+                                                         config.seed, _patient_groups(dataset, "train"))
+        arrays["train"] = (images[train_index], labels[train_index])
+        arrays["val"] = (images[validation_index], labels[validation_index])
+    if "test" in splits:
+        arrays["test"] = (dataset.images("test"), np.asarray(dataset.labels("test")).astype(np.int64))
+    for split in ("train", "val"):
+        if len(np.unique(arrays[split][1])) < 2:
+            raise DatasetError(f"The {split} split of {dataset.name!r} holds one class only; both normal "
+                               f"and pneumonia images are needed to train and validate.")
+    return arrays
+
+
+def class_weights(labels: np.ndarray, mode: str) -> dict[int, float] | None:
+    """``{0: w0, 1: w1}`` for "balanced" (scikit-learn's n / (2 · count)), ``None`` for "none".
+
+    Raises ``DatasetError`` when ``labels`` hold one class only (its weight would be undefined)."""
+    if mode == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = np.asarray(labels).reshape(-1)
+    if np.unique(labels).size < 2:
+        raise DatasetError(f"Balanced class weights need both classes; the labels hold only {np.unique(labels)}. "
+                           f"Add images of the missing class or set class_weighting to 'none'.")
+    values = compute_class_weight("balanced", classes=np.array([0, 1]), y=labels)
+    return {0: float(values[0]), 1: float(values[1])}
+
+
+# ------------------------------------------------------------------------------------- tf.data pipeline
+def build_augmentation(config: TrainingConfig):
+    """The tutorial's augmentation as Keras preprocessing layers, or ``None`` when every strength is 0.
+
+    Rotation ±``rotation_degrees``, zoom ±``zoom`` (height and width independently, like Keras'
+    old ImageDataGenerator), shifts ``width_shift``/``height_shift`` (fractions), horizontal flip; then
+    (not in the tutorial) brightness ±``brightness``·255 and contrast ×(1 ± ``contrast``) per image.
+    Input and output: (n, s, s, 1) float32, values 0–255.
+    """
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import keras_layers as layers
+
+    seed = config.seed
+    steps = []
+    if config.rotation_degrees > 0:
+        steps.append(layers.RandomRotation(config.rotation_degrees / 360.0, fill_mode="nearest", seed=seed))
+    if config.zoom > 0:
+        steps.append(layers.RandomZoom(config.zoom, config.zoom, fill_mode="nearest",
+                                       seed=None if seed is None else seed + 1))
+    if config.width_shift > 0 or config.height_shift > 0:
+        steps.append(layers.RandomTranslation(config.height_shift, config.width_shift, fill_mode="nearest",
+                                              seed=None if seed is None else seed + 2))
+    if config.horizontal_flip:
+        steps.append(layers.RandomFlip("horizontal", seed=None if seed is None else seed + 3))
+    # Intensity changes after the geometric ones: exposure and contrast differ between machines and
+    # hospitals (Kermany's test normals look different from its train ones), and the network should
+    # not read the diagnosis from them. Both layers clip to 0-255. getattr: a duck-typed config object
+    # without these settings (older callers) means no intensity augmentation.
+    brightness, contrast = getattr(config, "brightness", 0.0), getattr(config, "contrast", 0.0)
+    if brightness > 0:
+        steps.append(layers.RandomBrightness(brightness, value_range=(0, 255),
+                                             seed=None if seed is None else seed + 4))
+    if contrast > 0:
+        steps.append(layers.RandomContrast(contrast, value_range=(0, 255),
+                                           seed=None if seed is None else seed + 5))
+    # Acquisition changes that are not affine (cxr.photometric): a contrast curve, sharpness, noise, the
+    # background level; and random resized crops. getattr as above.
+    photometric, random_crop = getattr(config, "photometric", 0.0), getattr(config, "random_crop", 0.0)
+    if photometric > 0 or random_crop > 0:
+        from cxr.photometric import RandomPhotometric, RandomResizedCrop
+
+        if random_crop > 0:
+            steps.insert(0, RandomResizedCrop(random_crop, seed=None if seed is None else seed + 6))
+        if photometric > 0:
+            steps.append(RandomPhotometric(photometric, seed=None if seed is None else seed + 7))
+    return keras.Sequential(steps, name="augmentation") if steps else None
+
+
+def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int, training: bool,
+                 augmentation=None, seed: int | None = None, weights: dict[int, float] | None = None,
+                 max_batches: int | None = None):
+    """A ``tf.data.Dataset`` of batches ``(images (b, s, s, 1), labels (b, 1) float32[, weights (b,)])``.
+
+    Images stay uint8 until a batch is formed; with ``augmentation`` (train only) they become float32
+    0–255 in the map. ``training`` shuffles (whole split, reshuffled each epoch, seeded when ``seed``).
+    """
+    from cxr.tensorflow_loader import tensorflow as tf
+
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., np.newaxis]  # a view: (n, s, s) -> (n, s, s, 1), no copy
+    targets = np.asarray(labels, dtype=np.float32).reshape(-1, 1)
+    tensors: tuple = (images, targets)
+    if weights is not None:
+        table = np.array([weights[0], weights[1]], dtype=np.float32)
+        tensors = (images, targets, table[np.asarray(labels).reshape(-1).astype(np.int64)])
+    dataset = tf.data.Dataset.from_tensor_slices(tensors)
+    if training:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.batch(batch_size)
+    if max_batches is not None:
+        dataset = dataset.take(max_batches)
+    if augmentation is not None and training:
+        def augment(batch_images, *rest):
+            return (augmentation(tf.cast(batch_images, tf.float32), training=True), *rest)
+
+        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    options = tf.data.Options()
+    # In-memory tensors have no files to shard: split by element across workers.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.deterministic = True
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
+__all__ = ["training_arrays", "split_validation", "class_weights", "build_augmentation", "make_dataset"]
