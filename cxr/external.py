@@ -14,8 +14,8 @@ import numpy as np
 
 from cxr.calibration import sigmoid
 from cxr.config import CLASS_NAMES
-from cxr.datasets import IMAGE_SUFFIXES
 from cxr.errors import CxrError
+from cxr.sources import IMAGE_SUFFIXES
 
 if TYPE_CHECKING:
     from cxr.predict import Predictor

@@ -22,9 +22,9 @@ from cxr.datasets import (
     leakage_report,
     list_datasets,
     load_dataset,
-    patient_id,
 )
 from cxr.errors import DatasetError
+from cxr.sources import patient_id
 
 SMALL = DataConfig(image_size=32)
 
