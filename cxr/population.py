@@ -106,7 +106,7 @@ def _ages_words(ages: tuple[float, float]) -> str:
 def metadata_reasons(info: Any, *, training_ages: tuple[float, float] | None = PEDIATRIC_AGES) -> list[str]:
     """Reasons the file's own header puts the image outside the training population.
 
-    ``info``: a ``cxr.imaging.ImageInfo`` (or anything with ``body_part``, ``view_position``,
+    ``info``: a ``cxr.pixels.ImageInfo`` (or anything with ``body_part``, ``view_position``,
     ``modality``, ``patient_age``), ``None`` for none. ``training_ages``: ``(low, high)`` years, the
     patients' ages the model was trained on (``high`` excluded); ``None`` skips the age rule.
     """
@@ -135,7 +135,7 @@ def image_reasons(info: Any = None, *, shape: tuple[int, ...] | None = None, pix
     """Reasons the picture itself is not a chest film: a colour photograph, an extreme aspect ratio, a
     nearly uniform image.
 
-    ``info``: ``cxr.imaging.ImageInfo`` of a decoded file, or ``None`` with the array's ``shape``
+    ``info``: ``cxr.pixels.ImageInfo`` of a decoded file, or ``None`` with the array's ``shape``
     ``(h, w)`` instead. ``pixels``: the ``(s, s)`` uint8 image the model sees, for the contrast rule.
     """
     reasons = []

@@ -51,7 +51,7 @@ class PredictionResult:
     heatmap: np.ndarray | None = field(default=None, repr=False)
     warnings: list[str] = field(default_factory=list)
     error: str | None = None
-    info: Any = None  # cxr.imaging.ImageInfo, or None for arrays and errors
+    info: Any = None  # cxr.pixels.ImageInfo, or None for arrays and errors
     raw_probability: float | None = None
     explanation: str | None = None  # "gradcam" or "shap" when a heat map was made
     explain_seconds: float | None = None
@@ -81,7 +81,7 @@ class PredictionResult:
 def input_warnings(info: Any = None, *, shape: tuple[int, ...] | None = None) -> list[str]:
     """Why an image looks unlike the training data (pediatric chest X-rays): never a refusal.
 
-    ``info``: ``cxr.imaging.ImageInfo`` of a decoded file, or ``None`` for an array whose ``shape``
+    ``info``: ``cxr.pixels.ImageInfo`` of a decoded file, or ``None`` for an array whose ``shape``
     (h, w) is given instead.
     """
     messages = []

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hypothesis_numpy
 
 from cxr.errors import ImageError
-from cxr.imaging import DecodedImage, decode_image
+from cxr.imaging import decode_image
+from cxr.pixels import DecodedImage
 
 # pydicom warns (and carries on) about garbage such as an unknown character set; that is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:pydicom.*")

@@ -146,7 +146,7 @@ def test_warnings_for_inputs_unlike_training_data(model_folder, tmp_path):
 
 
 def test_input_warnings_for_dicom_body_part():
-    from cxr.imaging import ImageInfo
+    from cxr.pixels import ImageInfo
 
     leg = ImageInfo(
         name="leg.dcm",
