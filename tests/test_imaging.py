@@ -19,16 +19,8 @@ import numpy as np
 import pytest
 
 from cxr.errors import CxrError, ImageError
-from cxr.imaging import (
-    ACCEPTED,
-    COLOR_PHOTO_CHROMA,
-    MIN_IMAGE_SIDE,
-    DecodedImage,
-    ImageInfo,
-    decode_image,
-    load_image,
-    resize_square,
-)
+from cxr.imaging import decode_image, load_image, resize_square
+from cxr.pixels import ACCEPTED, COLOR_PHOTO_CHROMA, MIN_IMAGE_SIDE, DecodedImage, ImageInfo
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 DICOM_DIR = DATA / "dicom"
