@@ -38,22 +38,22 @@ TIFF) and ``cxr.dicom``, and what they share (``ImageInfo``, the size guard, 8-b
 from __future__ import annotations
 
 import os
-import struct
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from cxr.dicom import decode_dicom
+from cxr.dicom import decode_dicom, looks_like_dicom_dataset
 from cxr.errors import ImageError
 from cxr.pixels import (
-    _PNG_SIGNATURE,
     ACCEPTED,
     DEFAULT_MAX_PIXELS,
     MIN_IMAGE_SIDE,
+    PNG_SIGNATURE,
     DecodedImage,
     ImageInfo,
     check_size,
+    describe_bytes,
 )
 from cxr.raster import check_jpeg_complete, check_png_complete, decode_with_opencv, read_header
 
@@ -188,54 +188,23 @@ def _read_source(source: Any, name: str | None) -> tuple[bytes, str]:
                      f"{type(source).__name__}. Pass the file's path or its bytes.")
 
 
-def _looks_like_dicom_dataset(data: bytes) -> bool:
-    """A DICOM stream without the 128-byte preamble starts with a little-endian tag of group 0002
-    (file meta) or 0008 (identifying information), then an element number; a VR or length follows."""
-    if len(data) < 8:
-        return False
-    group, element = struct.unpack("<HH", data[:4])
-    return group in (0x0002, 0x0008) and element < 0x0200
-
-
 def _sniff(data: bytes, name: str) -> str:
     """The format from the magic bytes (and, for DICOM, the name): one of ``_FORMATS``."""
     if len(data) >= 132 and data[128:132] == b"DICM":
         return "dicom"
     if data.startswith(b"\xff\xd8\xff"):
         return "jpeg"
-    if data.startswith(_PNG_SIGNATURE):
+    if data.startswith(PNG_SIGNATURE):
         return "png"
     if data.startswith(b"BM") and len(data) >= 26:
         return "bmp"
     if data[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
-    if _looks_like_dicom_dataset(data) or name.lower().endswith((".dcm", ".dicom")):
+    if looks_like_dicom_dataset(data) or name.lower().endswith((".dcm", ".dicom")):
         return "dicom"
-    raise ImageError(f"{name!r} is not an image this program can read ({_describe(data)}). "
+    raise ImageError(f"{name!r} is not an image this program can read ({describe_bytes(data)}). "
                      f"Accepted formats are {ACCEPTED}; export or convert the file to one of them.")
 
-
-def _describe(data: bytes) -> str:
-    """A short guess of what unrecognized bytes are, for the error message."""
-    known = {b"GIF8": "it looks like a GIF", b"RIFF": "it looks like a RIFF file (WebP, WAV, AVI)",
-             b"%PDF": "it looks like a PDF", b"PK\x03\x04": "it looks like a zip archive",
-             b"II+\x00": "it looks like a BigTIFF, which is not supported",
-             b"\x00\x00\x00\x0cjP": "it looks like a JPEG 2000 file"}
-    for magic, text in known.items():
-        if data.startswith(magic):
-            return text
-    if data.startswith(b"\xff\xd8"):
-        return "it starts like a JPEG but its header is damaged"
-    if data.startswith(_PNG_SIGNATURE[:4]):
-        return "it starts like a PNG but its signature is damaged"
-    head = data[:512]
-    try:
-        text = head.decode("utf-8")
-        if text and all(character.isprintable() or character in "\r\n\t" for character in text):
-            return f"it looks like text: {text[:40]!r}"
-    except UnicodeDecodeError:
-        pass
-    return f"it starts with bytes {data[:8].hex(' ')}"
 
 
 __all__ = ["decode_image", "resize_square", "load_image"]

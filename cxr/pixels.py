@@ -24,8 +24,8 @@ _FORMATS = ("jpeg", "png", "bmp", "tiff", "dicom")
 _MODES = ("gray", "gray16", "rgb", "rgba", "palette", "monochrome1", "monochrome2")
 
 # JPEG start-of-frame markers (C0-CF except DHT C4, JPG C8 and DAC CC) carry the image size.
-_JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def describe_bytes(data: bytes) -> str:
             return text
     if data.startswith(b"\xff\xd8"):
         return "it starts like a JPEG but its header is damaged"
-    if data.startswith(_PNG_SIGNATURE[:4]):
+    if data.startswith(PNG_SIGNATURE[:4]):
         return "it starts like a PNG but its signature is damaged"
     head = data[:512]
     try:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxr.errors import ImageError
-from cxr.pixels import _JPEG_SOF_MARKERS, ACCEPTED, DecodedImage, ImageInfo, check_size, first_line, to_gray_uint8
+from cxr.pixels import ACCEPTED, JPEG_SOF_MARKERS, DecodedImage, ImageInfo, check_size, first_line, to_gray_uint8
 
 
 @dataclass
@@ -70,7 +70,7 @@ def _jpeg_header(data: bytes, name: str) -> _Header:
         if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
             break
         (length,) = struct.unpack(">H", data[position + 2:position + 4])
-        if marker in _JPEG_SOF_MARKERS:
+        if marker in JPEG_SOF_MARKERS:
             precision, height, width, components = struct.unpack(">BHHB", data[position + 4:position + 10])
             if height == 0:
                 raise ImageError(f"{name!r}: the JPEG does not state its height in its frame header (a "
