@@ -13,6 +13,7 @@ from scipy.stats import binomtest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 from cxr import evaluation
+from cxr.thresholds import choose_threshold
 
 # Threshold 0.5: tp = 2 (0.9, 0.8), fn = 1 (0.3), fp = 2 (0.6, 0.7), tn = 2 (0.1, 0.2). fp != fn, so a
 # PPV computed over tp + fn (or an NPV over tn + fp) gives another number.
@@ -104,32 +105,32 @@ def test_thresholds_0_and_1_are_accepted_and_inclusive():
 def test_choose_threshold_rules_hand_computed():
     labels, scores = [0, 0, 0, 1, 1], [0.1, 0.2, 0.6, 0.4, 0.9]
     # Youden: at 0.9 J = 1/2 - 0; at 0.6 J = 1/2 - 1/3; at 0.4 J = 1 - 1/3 = 2/3 (best); at 0.2 J = 1 - 2/3.
-    assert evaluation.choose_threshold(labels, scores) == 0.4  # "youden" is the default rule
-    assert evaluation.choose_threshold(labels, scores, "youden") == 0.4
+    assert choose_threshold(labels, scores) == 0.4  # "youden" is the default rule
+    assert choose_threshold(labels, scores, "youden") == 0.4
     # Fixed: the given threshold, whatever the scores.
-    assert evaluation.choose_threshold(labels, scores, "fixed") == 0.5
-    assert evaluation.choose_threshold(labels, scores, "fixed", fixed_threshold=0.37) == 0.37
+    assert choose_threshold(labels, scores, "fixed") == 0.5
+    assert choose_threshold(labels, scores, "fixed", fixed_threshold=0.37) == 0.37
     # Sensitivity: the highest threshold keeping ceil(s x 2) pneumonia cases: 0.9 for s <= 0.5, 0.4 above.
-    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.1) == 0.9
-    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.5) == 0.9
-    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.51) == 0.4
-    assert evaluation.choose_threshold(labels, scores, "sensitivity", min_sensitivity=1) == 0.4
+    assert choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.1) == 0.9
+    assert choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.5) == 0.9
+    assert choose_threshold(labels, scores, "sensitivity", min_sensitivity=0.51) == 0.4
+    assert choose_threshold(labels, scores, "sensitivity", min_sensitivity=1) == 0.4
 
 
 def test_youden_can_choose_the_highest_score_and_works_with_one_pneumonia_case():
     # The single pneumonia case has the highest score: J = 1 there, the first (strictest) threshold.
-    assert evaluation.choose_threshold([0, 0, 1], [0.1, 0.2, 0.9], "youden") == 0.9
-    assert evaluation.choose_threshold([1, 0, 0], [0.7, 0.2, 0.1], "sensitivity", min_sensitivity=1.0) == 0.7
+    assert choose_threshold([0, 0, 1], [0.1, 0.2, 0.9], "youden") == 0.9
+    assert choose_threshold([1, 0, 0], [0.7, 0.2, 0.1], "sensitivity", min_sensitivity=1.0) == 0.7
     with pytest.raises(ValueError, match="both classes"):
-        evaluation.choose_threshold([1, 1], [0.2, 0.9], "youden")
+        choose_threshold([1, 1], [0.2, 0.9], "youden")
     with pytest.raises(ValueError, match="no"):
-        evaluation.choose_threshold([0, 0], [0.2, 0.9], "sensitivity", min_sensitivity=0.9)
+        choose_threshold([0, 0], [0.2, 0.9], "sensitivity", min_sensitivity=0.9)
 
 
 @pytest.mark.parametrize("min_sensitivity", [None, True, "0.9", 0.0, -0.5, 1.5, 2.0])
 def test_the_sensitivity_rule_refuses_a_minimum_outside_0_to_1(min_sensitivity):
     with pytest.raises(ValueError, match=r"min_sensitivity in \(0, 1\]"):
-        evaluation.choose_threshold([0, 1, 1], [0.1, 0.6, 0.9], "sensitivity", min_sensitivity=min_sensitivity)
+        choose_threshold([0, 1, 1], [0.1, 0.6, 0.9], "sensitivity", min_sensitivity=min_sensitivity)
 
 
 # ---------------------------------------------------------------------- metric edges (found by mutmut)

@@ -177,8 +177,9 @@ def finished_run(cxr_home, monkeypatch_session) -> str:
     """A finished run, as training leaves it: a (random-weight) fast model, metrics, predictions, model card,
     on an imported data set whose test split matches the predictions."""
     monkeypatch_session.setenv("CXR_HOME", str(cxr_home))
-    from cxr import datasets, evaluation, models, runs
+    from cxr import datasets, models, runs
     from cxr.config import DataConfig, TrainingConfig
+    from cxr.run_results import write_run_results
 
     generator = np.random.default_rng(0)
     arrays = {}
@@ -192,10 +193,10 @@ def finished_run(cxr_home, monkeypatch_session) -> str:
     run_dir = runs.new_run(FINISHED_RUN_DATASET, TrainingConfig(image_size=MODEL_SIZE, epochs=1))
     models.build_model("fast", (MODEL_SIZE, MODEL_SIZE, 1)).save(run_dir / "model.keras")
     val_true, test_true = dataset.labels("val"), dataset.labels("test")
-    evaluation.finalize_run(run_dir, val_true=val_true,
-                            val_score=np.clip(0.3 + 0.4 * val_true + 0.3 * generator.random(len(val_true)), 0, 1),
-                            test_true=test_true,
-                            test_score=np.clip(0.2 + 0.4 * test_true + 0.4 * generator.random(len(test_true)), 0, 1))
+    write_run_results(run_dir, val_true=val_true,
+                      val_score=np.clip(0.3 + 0.4 * val_true + 0.3 * generator.random(len(val_true)), 0, 1),
+                      test_true=test_true,
+                      test_score=np.clip(0.2 + 0.4 * test_true + 0.4 * generator.random(len(test_true)), 0, 1))
     runs.write_status(run_dir, state="finished", epoch=1)
     return run_dir.name
 
