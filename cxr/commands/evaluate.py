@@ -270,7 +270,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def print_population(population: dict | None) -> None:
     """The population check's share of an external set, and the metrics of the images it keeps."""
-    from cxr import evaluation
+    from cxr import reports
 
     if not population:
         return
@@ -279,7 +279,7 @@ def print_population(population: dict | None) -> None:
           + ("" if population.get("detector") else " (no population detector with this model: metadata and "
              "image rules only)"))
     if population.get("in_population"):
-        print(evaluation.format_metrics(population["in_population"],
-                                        title="== in-population part (images the check keeps) =="))
+        print(reports.format_metrics(population["in_population"],
+                                     title="== in-population part (images the check keeps) =="))
     elif population.get("note"):
         print(population["note"])
