@@ -100,8 +100,13 @@ def test_streamlits_multipage_layout_with_its_own_page_list_hidden():
 
 def test_a_page_the_server_does_not_offer_is_left_out_of_the_menu_and_refuses_a_direct_link(home, monkeypatch):
     import app_components as ui
+    import app_layout
 
-    monkeypatch.setattr(ui, "available_pages", lambda: ("home", "evaluate", "predict"))
+    def fewer_pages():
+        return ("home", "evaluate", "predict")
+
+    monkeypatch.setattr(app_layout, "available_pages", fewer_pages)  # the menu and the refusal
+    monkeypatch.setattr(ui, "available_pages", fewer_pages)  # the pages' own use of it
     at = open_app()
     assert menu_labels(at) == ["Home", "Evaluate", "Predict"]
     assert [link.label for link in at.main.get("page_link")] == ["Evaluate", "Predict"]
