@@ -137,7 +137,7 @@ def predict_sources(choice: str, sources: list[Source], explain_method: str) -> 
 
 def population_of(result):
     """The result's population verdict (``cxr.population.PopulationVerdict``), ``None`` when not judged."""
-    return getattr(result, "population", None)
+    return result.population
 
 
 def is_outside(result) -> bool:

@@ -38,10 +38,7 @@ def finished_run_with_model_file() -> str:
 
 
 def result_with(population=None, **fields) -> PredictionResult:
-    """A PredictionResult carrying ``population`` (the contract's field on cxr.predict.PredictionResult)."""
-    result = PredictionResult(**fields)
-    result.population = population
-    return result
+    return PredictionResult(population=population, **fields)
 
 
 class FakePredictor:
