@@ -203,7 +203,17 @@ def _zip_source(zip_path: Path, config: DataConfig) -> Source:
     return Source("zip", zip_path, layout, files, ignored)
 
 
-def _npz_source(npz_path: Path) -> Source:
+def read_npz_splits(npz_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The splits of a MedMNIST-style ``.npz`` (``{split}_images``, ``{split}_labels``; no pickle):
+    ``{split: (images (n, h, w[, c]), labels (n,) int64 0/1)}``, "train" always present.
+
+    Raises ``DatasetError`` naming the file and what is wrong (unreadable, pickled, missing or mismatched
+    arrays, labels other than 0 and 1)."""
+    npz_path = Path(npz_path)
+    if npz_path.is_file() and not zipfile.is_zipfile(npz_path):
+        # np.load would try it as a pickle and the message would wrongly speak of object arrays.
+        raise DatasetError(f"{npz_path.name} is not a readable .npz file (an .npz is a zip archive and this "
+                           f"file is not one). {LAYOUTS_ACCEPTED}")
     try:
         with np.load(npz_path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -237,6 +247,11 @@ def _npz_source(npz_path: Path) -> Source:
     if "train" not in splits:
         raise DatasetError(f"{npz_path.name} has no train_images/train_labels (keys found: "
                            f"{sorted(arrays)}). {LAYOUTS_ACCEPTED}")
+    return splits
+
+
+def _npz_source(npz_path: Path) -> Source:
+    splits = read_npz_splits(npz_path)
     files = []
     for prefix, (_, labels) in splits.items():
         files.extend(SourceFile(f"{prefix}/{index}", int(label), prefix, lambda: b"")
@@ -354,4 +369,4 @@ def decode_npz(source: Source, image_size: int, progress: ProgressCallback | Non
 
 
 __all__ = ["Source", "SourceFile", "find_source", "source_fingerprint", "patient_id", "decode_files",
-           "decode_npz", "IMAGE_SUFFIXES", "LAYOUTS_ACCEPTED", "ProgressCallback"]
+           "decode_npz", "read_npz_splits", "IMAGE_SUFFIXES", "LAYOUTS_ACCEPTED", "ProgressCallback"]

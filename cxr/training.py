@@ -86,16 +86,11 @@ class ArrayDataset:
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike) -> ArrayDataset:
-        """Read a MedMNIST-style ``.npz``: ``{split}_images`` (n, s, s) uint8 and ``{split}_labels``."""
+        """Read a MedMNIST-style ``.npz`` with ``cxr.sources.read_npz_splits`` (the reader imports use)."""
+        from cxr.sources import read_npz_splits
+
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {split: (archive[f"{split}_images"], archive[f"{split}_labels"])
-                          for split in ("train", "val", "test") if f"{split}_images" in archive}
-        except (OSError, ValueError, KeyError) as error:
-            raise DatasetError(f"Cannot read {path} as a MedMNIST-style .npz ({error}); expected arrays "
-                               f"train_images/train_labels (and val_, test_).") from error
-        return cls(name=path.stem, arrays=arrays, path=path.resolve())
+        return cls(name=path.stem, arrays=read_npz_splits(path), path=path.resolve())
 
 
 def resolve_dataset(name_or_path: str | os.PathLike):

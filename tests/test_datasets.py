@@ -174,6 +174,17 @@ def test_npz_that_needs_pickle_is_refused(tmp_path):
         import_dataset(path, config=SMALL)
 
 
+def test_npz_that_is_not_a_zip_is_named_as_such_by_import_and_by_training(tmp_path):
+    from cxr.training import ArrayDataset
+
+    path = tmp_path / "junk.npz"
+    path.write_bytes(b"not a zip archive")
+    # One reader for both paths; the message must not blame pickled object arrays.
+    for read in (lambda: import_dataset(path, config=SMALL), lambda: ArrayDataset.from_npz(path)):
+        with pytest.raises(DatasetError, match="junk.npz is not a readable .npz file"):
+            read()
+
+
 def test_class_folders_only_get_test_and_validation_splits(tmp_path):
     root = write_folder_dataset(tmp_path / "flat", splits=(None,), per_class=30)
     report = import_dataset(root, name="flat", config=SMALL)
