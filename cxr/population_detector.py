@@ -229,9 +229,8 @@ def card_lines(info: dict[str, Any]) -> list[str]:
 def _lite0_extractor(image_size: int):
     """The Lite0 feature model and a compiled call of it (a graph runs about twice as fast as eager calls
     on two CPU cores; one signature with any batch size, so it is traced once)."""
-    import tensorflow as tf
-
     from cxr import lite0
+    from cxr.tensorflow_loader import tensorflow as tf
 
     network = lite0.feature_extractor(image_size)
     signature = [tf.TensorSpec([None, image_size, image_size, 1], tf.float32)]
