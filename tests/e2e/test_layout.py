@@ -15,6 +15,7 @@ MENU = ["Home", "Data", "Train", "Evaluate", "Predict"]
 
 def menu_texts(page) -> list[str]:
     links = page.locator('[data-testid="stSidebar"] [data-testid="stPageLink"]')
+    links.first.wait_for()  # on a busy machine the sidebar may be drawn a moment after the page's heading
     return [text.strip().splitlines()[-1] for text in links.all_inner_texts()]  # after the icon's ligature name
 
 
