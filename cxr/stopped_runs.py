@@ -131,7 +131,9 @@ def finalize_stopped_run(run: str | os.PathLike, *, dataset=None) -> dict:
         if (path / runs.BEST_WEIGHTS_FILE).exists() and info.get("best_epoch"):
             model.load_weights(str(path / runs.BEST_WEIGHTS_FILE))
             best_epoch = int(info["best_epoch"])
-        metrics = save_final_model(path, model, training_arrays(dataset, config), config.batch_size)
+        # The run's own threshold rule, as at the end of a finished run.
+        metrics = save_final_model(path, model, training_arrays(dataset, config), config.batch_size,
+                                   config.threshold_settings())
         ended = describe_end(state, epochs_done, config.epochs)
         metrics["training_ended"] = {"state": state, "finished_epochs": epochs_done, "planned_epochs": config.epochs,
                                      "model_epoch": best_epoch}

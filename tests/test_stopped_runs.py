@@ -30,9 +30,9 @@ class StopAt(keras.callbacks.Callback):
             runs.request_stop(self.run_dir)
 
 
-def stopped_run(dataset, *, stop_epoch: int = 2, epochs: int = 5):
+def stopped_run(dataset, *, stop_epoch: int = 2, epochs: int = 5, **settings):
     """A run stopped by its user in the middle of epoch ``stop_epoch + 1`` (so ``stop_epoch`` finished)."""
-    config = tiny_config(epochs=epochs)
+    config = tiny_config(epochs=epochs, **settings)
     run_dir = runs.new_run(dataset, config)
     result = training.train(dataset, config, run_dir, verbose=0,
                             extra_callbacks=(StopAt(run_dir, stop_epoch, 1),))
@@ -86,13 +86,15 @@ def test_a_stopped_run_is_finalized_from_its_best_epoch_and_becomes_usable():
 
 def test_an_interrupted_run_is_finalized_and_a_resumed_one_needs_it_again():
     dataset = synthetic_dataset()
-    run_dir = stopped_run(dataset, stop_epoch=1, epochs=3)
+    run_dir = stopped_run(dataset, stop_epoch=1, epochs=3, threshold_rule="fixed", fixed_threshold=0.3)
     # As a killed process leaves it: state running with a pid that is gone.
     runs.write_status(run_dir, state="running", pid=2**22 + 17, pid_created=1.0)
     assert runs.read_status(run_dir)["state"] == "interrupted"
     assert state_text(runs.read_status(run_dir), 1).startswith("Interrupted after epoch 1 of 3")
-    stopped_runs.finalize_stopped_run(run_dir, dataset=dataset)
+    metrics = stopped_runs.finalize_stopped_run(run_dir, dataset=dataset)
     assert stopped_runs.evaluation_is_current(run_dir)
+    # The run's own threshold rule decides, as it would have at the end of training.
+    assert (metrics["threshold_rule"], metrics["threshold"]) == ("fixed", pytest.approx(0.3))
     # A later epoch (as after a resume) makes the evaluation stale: it may be done again.
     runs.write_status(run_dir, state="stopped", pid=None)
     checkpoint = runs.read_checkpoint_info(run_dir)
