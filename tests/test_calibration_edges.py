@@ -19,6 +19,7 @@ def test_apply_temperature_uses_the_logits_when_given():
     assert calibration.apply_temperature([0.5], 1.0, logits=[4.0]) == pytest.approx([expit(4.0)])
     # Without logits, temperature 1 returns the probabilities themselves, 0 and 1 included (no clipping).
     np.testing.assert_array_equal(calibration.apply_temperature([0.0, 1.0, 0.3], 1.0), [0.0, 1.0, 0.3])
+    assert calibration.apply_temperature([0, 1], 1.0).dtype == np.float64  # float64 even from integers
     assert calibration.apply_temperature([0.8], 2.0) == pytest.approx([expit(math.log(4.0) / 2.0)])
 
 
@@ -63,6 +64,8 @@ def test_fit_temperature_matches_scipy_from_logits_and_from_probabilities():
     labels = (generator.random(400) < expit(z)).astype(int)
     expected = scipy_temperature(labels, 2.5 * z)
     assert calibration.fit_temperature(labels, logits=2.5 * z) == pytest.approx(expected, rel=1e-6)
+    # A column of logits (n, 1), as a Keras model returns them, is the same fit.
+    assert calibration.fit_temperature(labels, logits=(2.5 * z).reshape(-1, 1)) == pytest.approx(expected, rel=1e-6)
     assert calibration.fit_temperature(labels, expit(2.5 * z)) == pytest.approx(
         scipy_temperature(labels, logit(np.clip(expit(2.5 * z), 1e-7, 1 - 1e-7))), rel=1e-6)
 
@@ -85,9 +88,11 @@ def test_fit_temperature_refuses_bad_input():
 
 
 def test_labels_and_scores_are_checked_with_what_was_received():
-    with pytest.raises(ValueError, match=r"received values \[0, 2\]"):
+    with pytest.raises(ValueError, match=r"^y_true must hold only 0 \(normal\) and 1 \(pneumonia\); "
+                                         r"received values \[0, 2\]"):
         calibration.brier_score([0, 2], [0.1, 0.9])
-    with pytest.raises(ValueError, match="from -0.1 to 0.9"):
+    with pytest.raises(ValueError, match=r"^y_score must be probabilities P\(pneumonia\) in \[0, 1\]; "
+                                         r"received values from -0.1 to 0.9"):
         calibration.brier_score([0, 1], [-0.1, 0.9])
     with pytest.raises(ValueError, match="from 0.1 to 1.5"):
         calibration.brier_score([0, 1], [0.1, 1.5])
