@@ -52,3 +52,31 @@ def test_monochrome1_window_is_applied_after_the_rescale_and_the_first_window_wi
     expected = 255 - windowed(2.0 * stored - 1000.0, 0, 801)
     np.testing.assert_array_equal(decoded.pixels, expected)
     assert decoded.pixels.min() == 0 and decoded.pixels.max() == 255  # the narrow first window clips both ends
+
+
+def test_a_window_wider_than_the_data_is_kept_not_stretched():
+    # c = 510, w = 4001 over data 0..1020: PS3.3 gives 95..160 of 255; the radiologist's window is kept,
+    # not stretched again to 0..255 by the image's range.
+    stored = ramp_10_bit()
+    decoded = decode_image(make_dicom(stored, bits_stored=10, WindowCenter=510, WindowWidth=4001)).pixels
+    np.testing.assert_array_equal(decoded, windowed(stored.astype(np.float64), 510, 4001))
+    assert (decoded.min(), decoded.max()) == (95, 160)
+
+
+def test_a_voi_lut_sequence_is_applied_then_inverted_for_monochrome1():
+    from pydicom.dataset import Dataset
+
+    stored = ramp_10_bit()
+    table = [int(60000 * (index / 1023) ** 2) for index in range(1024)]  # non-linear: x^2
+    item = Dataset()
+    item.LUTDescriptor = [1024, 0, 16]
+    item.LUTData = np.asarray(table, np.uint16).tobytes()
+    data = make_dicom(stored, photometric="MONOCHROME1", bits_stored=10, VOILUTSequence=[item])
+    looked_up = np.asarray(table, np.float64)[stored]
+    stretched = np.rint((looked_up - looked_up.min()) * (255.0 / (looked_up.max() - looked_up.min())))
+    expected = 255 - stretched
+    pixels = decode_image(data).pixels.astype(int)
+    assert np.abs(pixels - expected).max() <= 1  # float32 rounding at .5
+    # A straight (linear) scaling of the stored values would be far off in the middle of the range.
+    linear = 255 - np.rint(stored / 1020.0 * 255)
+    assert np.abs(pixels - linear).max() > 40

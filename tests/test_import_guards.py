@@ -63,6 +63,19 @@ def test_zip_with_windows_style_unsafe_entries_is_refused(tmp_path, entry, messa
     assert list_datasets() == []
 
 
+def test_zip_with_a_symbolic_link_among_valid_entries_is_refused(tmp_path):
+    import stat
+
+    path = valid_zip(tmp_path / "link.zip")
+    with zipfile.ZipFile(path, "a") as archive:
+        link = zipfile.ZipInfo("train/normal/IM-0999-0001.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    with pytest.raises(DatasetError, match="symbolic link"):
+        import_dataset(path, name="link", config=SMALL)
+    assert list_datasets() == []
+
+
 # ------------------------------------------------------------------------------------------- leakage
 def test_leakage_report_counts_what_a_leaking_manifest_shares():
     manifest = pd.DataFrame([
