@@ -290,7 +290,7 @@ def downloads_section(run_id: str, metrics: dict) -> None:
                                    icon=":material/download:")
 
 
-EXPORT_FORMATS = {"tflite": "TFLite (one file, phones and edge devices)", "savedmodel": "TensorFlow SavedModel"}
+EXPORT_FORMATS = {"tflite": "TFLite", "savedmodel": "SavedModel"}
 
 
 def prepare_export(run_id: str, export_format: str) -> None:
@@ -319,7 +319,9 @@ def export_section(run_id: str) -> None:
         return
     format_column, action_column = st.columns([2, 1])
     export_format = format_column.segmented_control("Format", list(EXPORT_FORMATS), format_func=EXPORT_FORMATS.get,
-                                                    default="tflite", key=ui.KEY_EXPORT_FORMAT) or "tflite"
+                                                    default="tflite", key=ui.KEY_EXPORT_FORMAT,
+                                                    help="TFLite: one file, for phones and edge devices. "
+                                                         "SavedModel: a folder, for TensorFlow serving.") or "tflite"
     action_column.button("Prepare the export", icon=":material/package_2:", on_click=prepare_export,
                          args=(run_id, export_format), help="Takes a few seconds; then the download appears.")
     prepared = st.session_state.get(ui.KEY_EXPORT) or {}
