@@ -29,7 +29,7 @@ splits|02468|patient_id assign_splits leakage_report split_validation|tests/test
 guards|05|_check_zip_entry _dicom_grayscale _linear_window _first_number|tests/test_import_guards.py tests/test_dicom_synthetic.py tests/test_imaging.py
 headers|05|_check_size _png_header _jpeg_header _bmp_header _tiff_header|tests/test_imaging.py
 rows||PredictionResult.to_row|tests/test_result_rows.py tests/test_prediction_outputs.py -k "row or csv"
-runs|02468|runs:_read_json runs:run_path runs:read_status runs:read_config runs:read_history runs:read_metrics runs:read_checkpoint_info runs:process_alive runs:_best runs:_nested runs:summarize_run model_files:read_metrics|tests/test_runs.py tests/test_prediction_outputs.py -k "not csv and not external and not row"
+runs|02468|runs:_read_json runs:run_path runs:read_status runs:read_config runs:read_history runs:read_metrics runs:read_checkpoint_info runs:process_alive runs:_best runs:_nested runs:summarize_run model_files:read_metrics|tests/test_run_reading.py tests/test_runs.py tests/test_prediction_outputs.py -k "not csv and not external and not row"
 '
 # Regular expressions (Python's re) of lines holding only an error message: a `raise X(` line, or a line that is
 # a single string literal (the continuation of a message).
