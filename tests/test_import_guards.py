@@ -132,3 +132,40 @@ def test_import_splits_at_the_validation_fraction_asked(tmp_path):
     # Per class: 40 images, one per patient; test takes ceil(0.15 x 40) = 6, validation then
     # ceil(fraction x 34) of the 34 left: 4 at 0.1, 17 at 0.5.
     assert counts == {0.1: [4, 4], 0.5: [17, 17]}
+
+
+# ------------------------------------------------------------------- split edges (found by mutmut)
+def test_patient_ids_from_windows_paths_and_dotted_names():
+    from cxr.datasets import patient_id
+
+    assert patient_id("train\\PNEUMONIA\\person5_virus_2.jpeg") == "person5"
+    assert patient_id("C:\\data\\NORMAL\\IM-0042-0001.jpeg") == "im-0042"
+    assert patient_id("site/x/scan.v2.PNG") == "scan.v2"  # unknown pattern: the stem, last suffix only
+
+
+def test_two_patients_of_a_class_are_enough_and_one_stays_in_train():
+    manifest = pd.DataFrame({"label": [0, 0, 1, 1, 1], "patient_id": ["a", "b", "c", "d", "e"], "split": "train"})
+    split = assign_splits(manifest, validation_fraction=0.5, test_fraction=0.15, seed=0, make_test=False)
+    assert (split[manifest["label"] == 0] == "val").sum() == 1  # one of the two normal patients
+    from cxr.pipeline import split_validation
+
+    labels = np.array([0, 0, 1, 1])
+    train, validation = split_validation(labels, 0.5, seed=0)
+    assert np.bincount(labels[validation]).tolist() == [1, 1] and np.bincount(labels[train]).tolist() == [1, 1]
+
+
+def test_split_validation_keeps_one_group_in_train_and_takes_at_least_one():
+    from cxr.pipeline import split_validation
+
+    labels = np.repeat([0, 1], 10)
+    _, validation = split_validation(labels, 0.95, seed=1)  # round(9.5) = 10 groups, capped at 9
+    assert np.bincount(labels[validation]).tolist() == [9, 9]
+    _, validation = split_validation(labels, 0.01, seed=1)  # round(0.1) = 0, raised to 1
+    assert np.bincount(labels[validation]).tolist() == [1, 1]
+
+
+def test_identical_images_of_two_patients_in_one_split_count_as_duplicates():
+    manifest = pd.DataFrame([("train", "p1", "x"), ("train", "p2", "x"), ("test", "p3", "y")],
+                            columns=["split", "patient_id", "sha256"])
+    report = leakage_report(SimpleNamespace(manifest=manifest, splits=("train", "test")))
+    assert report["duplicates_within_splits"] == 2 and report["shared_images"] == {"train/test": 0}

@@ -96,3 +96,25 @@ def test_run_path_from_an_id_or_a_folder_and_the_error_names_recent_runs(tmp_pat
     (tmp_path / "not-a-run").mkdir()
     with pytest.raises(RunError, match="No training run"):
         runs.run_path(tmp_path / "not-a-run")  # a folder without config.json is not a run
+
+
+def test_hand_written_files_missing_fields_or_with_text_values(home):
+    run_dir = runs.new_run("tiny", TrainingConfig())
+    atomic_write_json(run_dir / "status.json", {"epoch": 2})  # no state, no message
+    status = runs.read_status(run_dir)
+    assert status["state"] is None and status["message"] is None and status["epoch"] == 2
+    # A history written by hand: columns missing, a value that is not a number.
+    (run_dir / "history.csv").write_text("epoch,val_auc\n1,0.61\n2,n/a\n3,0.64\n")
+    history = runs.read_history(run_dir)
+    assert history["val_accuracy"].isna().all() and history["val_auc"].tolist()[0] == 0.61
+    assert runs.summarize_run(run_dir).best_val_auc == 0.64  # "n/a" is skipped, not an error
+    atomic_write_json(run_dir / "config.json", {"dataset": "tiny"})  # a dict without "training"
+    with pytest.raises(RunError):
+        runs.read_config(run_dir)
+
+
+def test_pid_1_is_a_live_process_and_the_error_lists_several_runs():
+    assert runs.process_alive(1) is True  # init (or the container's first process) is always there
+    names = sorted(runs.new_run(name, TrainingConfig()).name for name in ("a", "b"))  # listed in name order
+    with pytest.raises(RunError, match=rf"\(recent runs: {names[0]}, {names[1]}\)"):
+        runs.run_path("nope")
