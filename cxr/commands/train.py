@@ -51,8 +51,6 @@ def run_train(args: argparse.Namespace) -> int:
     from cxr import distribution, jobs, runs, stop_requests, training
     from cxr.tensorflow_loader import import_tensorflow
 
-    import_tensorflow()  # before cxr.training touches Keras, so its start-up lines are held back
-
     # SIGTERM (cxr.jobs.stop's fallback, a scheduler, `kill`) finishes the batch and saves.
     stop_requests.install_stop_signal_handler()
     resume = args.resume is not None
@@ -87,6 +85,9 @@ def run_train(args: argparse.Namespace) -> int:
             return 0
     if dataset is None:
         dataset = training.resolve_dataset(dataset_ref)
+    # Only now, after the queue: a queued run must not hold TensorFlow's memory while it waits. Imported
+    # here, before cxr.training touches Keras, so TensorFlow's start-up lines are held back.
+    import_tensorflow()
     result = training.train(dataset, config, run_dir if run_dir is not None else Path("."), resume=resume,
                             verbose=2 if args.quiet else "auto")
     if chief:
