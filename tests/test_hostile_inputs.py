@@ -306,7 +306,7 @@ def test_predict_page_answers_bad_uploads_with_messages_and_keeps_serving(predic
     at.file_uploader[0].set_value([("again.png", encode(gradient(), ".png"), "image/png")])
     at.run()
     assert not at.exception and not at.error
-    assert any("1 of 1 image(s) predicted" in success.value for success in at.success)
+    assert any("1 of 1 image(s) predicted" in caption.value for caption in at.caption)
     assert files_under(cxr_home) == stored["before"]
 
 
