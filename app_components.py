@@ -343,20 +343,6 @@ def load_dataset(name: str, version: int):
     return datasets.load_dataset(name, repair=not demo_mode())
 
 
-def format_seconds(seconds: float | None) -> str:
-    """``75`` -> ``"1 min 15 s"``; ``None`` -> ``"unknown"``."""
-    if seconds is None:
-        return "unknown"
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, seconds = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
 # ----------------------------------------------------------------------------------------------------
 # Time per epoch, before starting.
 

@@ -268,7 +268,7 @@ def estimate_section(config: TrainingConfig, num_train_images: int) -> None:
         st.caption("Estimated time per epoch: unknown until a first run of this model and size has finished an "
                    "epoch (then it is measured).")
     else:
-        st.metric("Estimated time per epoch", ui.format_seconds(seconds), help=basis, border=True)
+        st.metric("Estimated time per epoch", run_text.format_seconds(seconds), help=basis, border=True)
 
 
 def start_section(summaries: list) -> None:
