@@ -3,6 +3,7 @@ so that tests/e2e/conftest.py cannot shadow it)."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,39 @@ def write_folder_dataset(root: Path, *, splits=("train", "test"), per_class: int
                 assert ok  # test helper: encoding a valid array cannot fail
                 (folder / name).write_bytes(encoded.tobytes())
     return root
+
+
+def make_dicom(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int | None = None,
+               with_pixels: bool = True, preamble: bool = True, **attributes) -> bytes:
+    """A DICOM file in memory (explicit VR little endian) holding ``pixels`` ((h, w) or (frames, h, w))."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = SecondaryCaptureImageStorage
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "CR"
+    dataset.BodyPartExamined = "CHEST"
+    dataset.ViewPosition = "PA"
+    dataset.Rows, dataset.Columns = pixels.shape[-2:]
+    if pixels.ndim == 3:
+        dataset.NumberOfFrames = pixels.shape[0]
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = photometric
+    dataset.BitsAllocated = pixels.dtype.itemsize * 8
+    dataset.BitsStored = bits_stored or pixels.dtype.itemsize * 8
+    dataset.HighBit = dataset.BitsStored - 1
+    dataset.PixelRepresentation = 0
+    for keyword, value in attributes.items():
+        setattr(dataset, keyword, value)
+    if with_pixels:
+        dataset.PixelData = np.ascontiguousarray(pixels).tobytes()
+    buffer = io.BytesIO()
+    dataset.save_as(buffer, enforce_file_format=True)
+    data = buffer.getvalue()
+    return data if preamble else data[132:]  # without the 128-byte preamble and "DICM"

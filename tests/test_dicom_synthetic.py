@@ -9,9 +9,10 @@ rounded; then 255 - y for MONOCHROME1.
 from __future__ import annotations
 
 import numpy as np
+from helpers_data import make_dicom
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DSfloat
-from test_imaging import gradient, make_dicom
+from test_imaging import gradient
 
 from cxr.imaging import decode_image
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from helpers_data import make_dicom
 
 from cxr.errors import CxrError, ImageError
 from cxr.imaging import decode_image, load_image, resize_square
@@ -58,42 +59,6 @@ def handmade_png(width: int, height: int, bit_depth: int, color_type: int, rows:
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + extra_chunks
             + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
-
-
-def make_dicom(pixels: np.ndarray, *, photometric: str = "MONOCHROME2", bits_stored: int | None = None,
-               with_pixels: bool = True, preamble: bool = True, **attributes) -> bytes:
-    """A DICOM file in memory (explicit VR little endian) holding ``pixels`` ((h, w) or (frames, h, w))."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = SecondaryCaptureImageStorage
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "CR"
-    dataset.BodyPartExamined = "CHEST"
-    dataset.ViewPosition = "PA"
-    dataset.Rows, dataset.Columns = pixels.shape[-2:]
-    if pixels.ndim == 3:
-        dataset.NumberOfFrames = pixels.shape[0]
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = photometric
-    dataset.BitsAllocated = pixels.dtype.itemsize * 8
-    dataset.BitsStored = bits_stored or pixels.dtype.itemsize * 8
-    dataset.HighBit = dataset.BitsStored - 1
-    dataset.PixelRepresentation = 0
-    for keyword, value in attributes.items():
-        setattr(dataset, keyword, value)
-    if with_pixels:
-        dataset.PixelData = np.ascontiguousarray(pixels).tobytes()
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    data = buffer.getvalue()
-    return data if preamble else data[132:]  # without the 128-byte preamble and "DICM"
 
 
 def check_valid(decoded: DecodedImage) -> None:

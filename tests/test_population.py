@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_data import make_dicom
 
 from cxr.imaging import decode_image
 from cxr.population import (
@@ -23,33 +23,7 @@ SHARED_DICOM = Path(__file__).resolve().parents[2] / "shared" / "data" / "dicom"
 
 def write_dicom(**attributes) -> bytes:
     """A small CR chest PA DICOM in memory; ``attributes`` override or add header elements."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    pixels = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = SecondaryCaptureImageStorage
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "CR"
-    dataset.BodyPartExamined = "CHEST"
-    dataset.ViewPosition = "PA"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.BitsAllocated = dataset.BitsStored = 8
-    dataset.HighBit = 7
-    dataset.PixelRepresentation = 0
-    for keyword, value in attributes.items():
-        setattr(dataset, keyword, value)
-    dataset.PixelData = pixels.tobytes()
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return make_dicom(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)), **attributes)
 
 
 def dicom_verdict(**attributes) -> PopulationVerdict:
