@@ -39,8 +39,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 class ProgressBar:
     """A one-line text progress bar on stderr, redrawn at most ten times a second."""
 
-    def __init__(self, label: str, stream=sys.stderr) -> None:
-        self.label, self.stream, self.last, self.started = label, stream, 0.0, time.perf_counter()
+    def __init__(self, label: str, stream=None) -> None:
+        # sys.stderr looked up now, not when this module was imported: it may have been replaced since.
+        self.stream = stream if stream is not None else sys.stderr
+        self.label, self.last, self.started = label, 0.0, time.perf_counter()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
