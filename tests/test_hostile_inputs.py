@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers_data import make_dicom
 from test_model_files import brightness_model, expected_probability
 
 from cxr import datasets, runs
@@ -52,30 +53,9 @@ def png_bomb(side: int = 100_000) -> bytes:
 
 
 def dicom(pixels: np.ndarray | None, *, body_part: str = "CHEST", rows: int = 64, columns: int = 64) -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID = SecondaryCaptureImageStorage
-    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    dataset.Modality = "CR"
-    dataset.BodyPartExamined = body_part
-    dataset.Rows, dataset.Columns = (pixels.shape if pixels is not None else (rows, columns))
-    dataset.SamplesPerPixel = 1
-    dataset.PhotometricInterpretation = "MONOCHROME2"
-    dataset.BitsAllocated = dataset.BitsStored = 16
-    dataset.HighBit = 15
-    dataset.PixelRepresentation = 0
-    if pixels is not None:
-        dataset.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    """A 16-bit CR DICOM of ``pixels``, or of ``rows`` x ``columns`` with no pixel data when ``pixels`` is None."""
+    stored = np.zeros((rows, columns), np.uint16) if pixels is None else pixels.astype(np.uint16)
+    return make_dicom(stored, with_pixels=pixels is not None, BodyPartExamined=body_part)
 
 
 def gradient(size: int = 128) -> np.ndarray:  # 128 px: above the "very small image" warning

@@ -7,11 +7,10 @@ works on its own feature, the mean brightness / 255: mean 100/255, standard devi
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
+from helpers_data import make_dicom
 from test_predict import SIZE, save_model_folder
 
 from cxr.population_detector import PopulationDetector
@@ -53,28 +52,9 @@ def write_grey(path, value: int):
 
 
 def dicom(**attributes) -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID, dataset.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    dataset.Modality, dataset.BodyPartExamined, dataset.ViewPosition = "CR", "CHEST", "PA"
-    dataset.Rows = dataset.Columns = 64
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
-    dataset.BitsAllocated = dataset.BitsStored = 8
-    dataset.HighBit, dataset.PixelRepresentation = 7, 0
-    for keyword, text in attributes.items():
-        setattr(dataset, keyword, text)
+    """A CR chest PA DICOM; ``attributes`` override header elements."""
     # A 0-255 ramp: decoding stretches to the pixels' own range, so the mean stays 127.5 (inside: 2.75 < 3).
-    dataset.PixelData = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (64, 1)).tobytes()
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
+    return make_dicom(np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (64, 1)), **attributes)
 
 
 def test_the_detector_is_loaded_with_the_model_and_decides_by_distance(folders):
