@@ -7,27 +7,13 @@ import keras
 import numpy as np
 import pytest
 from helpers_training import synthetic_dataset, tiny_config
+from test_training import StopAt
 
 from cxr import runs, stopped_runs, training
 from cxr.atomic import atomic_write_json
 from cxr.errors import RunError
 from cxr.predict import Predictor
 from cxr.run_text import progress, state_text
-
-
-class StopAt(keras.callbacks.Callback):
-    """Request a stop (the file cxr.jobs.stop writes) after ``batch`` of Keras epoch ``epoch`` (0-based)."""
-
-    def __init__(self, run_dir, epoch, batch):
-        super().__init__()
-        self.run_dir, self.epoch, self.batch, self.current = run_dir, epoch, batch, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.current == self.epoch and batch == self.batch:
-            runs.request_stop(self.run_dir)
 
 
 def stopped_run(dataset, *, stop_epoch: int = 2, epochs: int = 5, **settings):
