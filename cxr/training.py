@@ -128,6 +128,8 @@ def _build_compiled_model(config: TrainingConfig, steps_per_epoch: int):
     if config.model in TRANSFER_MODELS:
         weights = getattr(config, "weights", "imagenet")
         settings["weights"] = None if weights in (None, "none") else weights
+        # None lets the builder decide (frozen with pretrained weights, trainable from a random start).
+        settings["trainable_backbone"] = True if getattr(config, "train_backbone", False) else None
     model = build_model(config.model, (config.image_size, config.image_size, 1), **settings)
     learning_rate: Any = config.learning_rate
     if config.schedule == "cosine":

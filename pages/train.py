@@ -28,7 +28,9 @@ from cxr.config import (
 )
 
 REFRESH_SECONDS = 2  # how often the live panel re-reads the run directory: fresh enough, cheap (a few small files)
-PRESET_TITLES = {"fast": "Fast: the bundled model's recipe", "tutorial": "Tutorial: the seed recipe, as published"}
+PRESET_TITLES = {"fast": "Fast: the bundled model's recipe", "tutorial": "Tutorial: the seed recipe, as published",
+                 "transfer": "Transfer: a pretrained network (ImageNet), new head only",
+                 "transfer_finetune": "Transfer, fine-tuned: the pretrained network trained too (slow)"}
 BATCH_SIZES = [8, 16, 32, 64, 128, 256]
 LEARNING_RATES = [1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
 MIN_LEARNING_RATES = [0.0, 1e-7, 1e-6, 1e-5, 1e-4]
@@ -151,6 +153,11 @@ def advanced_settings() -> None:
                           key=setting_key("label_smoothing"),
                           help="Train towards s/2 and 1 − s/2 instead of 0 and 1 (0 = off): a less confident "
                                "model, slower to latch on to easy shortcuts.")
+        transfer = st.session_state[setting_key("model")] in models.TRANSFER_MODELS
+        columns[1].toggle("Fine-tune the pretrained layers", key=setting_key("train_backbone"), disabled=not transfer,
+                          help="Pretrained networks only: also train the ImageNet layers, not just the new head "
+                               "(several times slower per epoch; can fit the training hospital's quirks more "
+                               "closely). Unused by networks trained from scratch.")
     with augmentation_tab:
         st.caption("Random changes to each training image, new every epoch (never to validation or test "
                    "images). Preview them on the Data page.")
@@ -244,7 +251,9 @@ def settings_form(image_size: int) -> tuple[dict, object]:
                  key=ui.KEY_PRESET, on_change=apply_preset,
                  help="Fills every setting below; change any of them afterwards. Fast: the CPU network, Adam "
                       "with a cosine schedule, early stopping, brightness and contrast augmentation (minutes on "
-                      "two cores). Tutorial: the VGG-like network, RMSprop, 12 epochs, the plateau schedule.")
+                      "two cores). Tutorial: the VGG-like network, RMSprop, 12 epochs, the plateau schedule. "
+                      "Transfer: EfficientNet-Lite0 with ImageNet weights (shipped offline), a new head trained "
+                      "on its features; fine-tuned: its layers trained too.")
     st.session_state[ui.KEY_PRESET_CHOICE] = st.session_state[ui.KEY_PRESET]
     essential_settings()
     summary_slot = st.empty()

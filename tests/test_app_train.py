@@ -67,6 +67,23 @@ def test_presets_fill_the_settings(home):
     assert widget(at, "selectbox", "Preset").value == "tutorial"
 
 
+def test_transfer_presets_offer_the_offline_pretrained_network(home):
+    import_tiny_dataset(home)
+    at = open_train_page()
+    assert widget(at, "toggle", "Fine-tune the pretrained layers").disabled  # fast: trained from scratch
+    widget(at, "selectbox", "Preset").set_value("transfer_finetune")
+    at.run()
+    assert widget(at, "selectbox", "Model").value == "efficientnet_lite0"
+    toggle = widget(at, "toggle", "Fine-tune the pretrained layers")
+    assert toggle.value is True and not toggle.disabled
+    widget(at, "selectbox", "Preset").set_value("transfer")
+    at.run()
+    assert widget(at, "toggle", "Fine-tune the pretrained layers").value is False
+    config = at.session_state["training_config"]
+    assert (config.model, config.weights, config.train_backbone, config.image_size) == (
+        "efficientnet_lite0", "imagenet", False, 32)
+
+
 def test_start_follows_the_run_live_and_stop_stops_it(home, monkeypatch):
     import_tiny_dataset(home)
     started = {}
@@ -236,7 +253,9 @@ def test_settings_that_do_not_apply_are_disabled(home):
     at.run()
     assert widget(at, "select_slider", "Minimum learning rate").disabled
     # The threshold rule: its target or fixed value is enabled only with its rule, and reaches the settings.
-    assert widget(at, "selectbox", "Threshold rule").value == "youden"
+    assert widget(at, "selectbox", "Threshold rule").value == "sensitivity"  # the fast preset's, as shipped
+    widget(at, "selectbox", "Threshold rule").set_value("youden")
+    at.run()
     assert widget(at, "slider", "Target sensitivity (fraction)").disabled
     assert widget(at, "slider", "Fixed threshold (probability)").disabled
     widget(at, "selectbox", "Threshold rule").set_value("sensitivity")

@@ -163,3 +163,22 @@ def test_the_named_transfer_model_starts_from_the_imagenet_weights():
     assert not backbone.trainable  # pretrained: the head trains first
     features = lite0.feature_extractor(64).predict(np.full((1, 64, 64, 1), 128, np.uint8), verbose=0)
     assert features.shape == (1, lite0.FEATURES) and np.all((features >= 0) & (features <= 6))
+
+
+@needs_weights
+def test_the_transfer_presets_train_the_head_or_the_whole_network():
+    """The Train page's / CLI's transfer presets reach the builder: "transfer" trains only the new head on
+    the frozen ImageNet backbone, "transfer_finetune" (``train_backbone``) trains the backbone too."""
+    from cxr import training
+    from cxr.config import preset
+
+    head_only = training._build_compiled_model(preset("transfer", image_size=64), steps_per_epoch=1)
+    finetuned = training._build_compiled_model(preset("transfer_finetune", image_size=64), steps_per_epoch=1)
+    for model in (head_only, finetuned):  # both start from the ImageNet weights, read offline
+        assert model.get_layer("efficientnet_lite0").get_layer("head_conv").get_weights()[0].shape[-1] == 1280
+    head_variables = {variable.path for variable in head_only.trainable_weights}
+    assert head_variables and not any("efficientnet_lite0" in path for path in head_variables)
+    backbone = finetuned.get_layer("efficientnet_lite0")
+    assert backbone.trainable
+    assert len(finetuned.trainable_weights) == len(head_only.trainable_weights) + len(backbone.trainable_weights)
+    assert len(backbone.trainable_weights) > 100  # every convolution and batch-norm scale of the backbone

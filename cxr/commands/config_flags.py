@@ -41,6 +41,7 @@ HELP = {
     "strategy": "tf.distribute strategy; multi-worker reads the cluster from TF_CONFIG",
     "max_batches_per_epoch": "batches per epoch at most (smoke tests)",
     "weights": "transfer backbones: imagenet, none, or a weights file path",
+    "train_backbone": "transfer backbones: also fine-tune the pretrained layers (default: train the new head only)",
     "threshold_rule": "how the decision threshold is chosen on validation: youden (balance), "
                       "sensitivity (keep --min-sensitivity), fixed (--fixed-threshold)",
     "min_sensitivity": "sensitivity rule: the validation sensitivity to keep, 0.5-1 (e.g. 0.95)",
