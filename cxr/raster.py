@@ -102,27 +102,26 @@ def _tiff_header(data: bytes, name: str) -> _Header:
     order = "<" if data[:2] == b"II" else ">"
     (offset,) = struct.unpack(order + "I", data[4:8])
     (count,) = struct.unpack(order + "H", data[offset:offset + 2])
-    values: dict[int, int] = {}
+    values: dict[int, int] = {}  # the first value of each SHORT or LONG field held in the entry itself
+    elsewhere: dict[int, int] = {}  # where the values are, for fields too long for the entry's 4 bytes
     for index in range(count):
         entry = data[offset + 2 + 12 * index: offset + 14 + 12 * index]
         tag, value_type, value_count = struct.unpack(order + "HHI", entry[:8])
-        if value_type == 3:  # SHORT: the value sits in the first two bytes of the field
-            (value,) = struct.unpack(order + "H", entry[8:10])
-        elif value_type == 4:  # LONG
-            (value,) = struct.unpack(order + "I", entry[8:12])
-        else:
+        if value_type not in (3, 4):  # only SHORT and LONG fields matter here
             continue
-        values[tag] = value
+        size = 2 if value_type == 3 else 4
+        if size * value_count > 4:  # the entry holds the offset of the values (a LONG in either case)
+            (elsewhere[tag],) = struct.unpack(order + "I", entry[8:12])
+        else:  # the values sit at the start of the field, in the file's byte order
+            (values[tag],) = struct.unpack(order + ("H" if size == 2 else "I"), entry[8:8 + size])
     if 256 not in values or 257 not in values:
         raise ValueError("no ImageWidth or ImageLength")
-    # BitsPerSample with several samples is an offset to a list; all our cases share one depth, and
-    # for more than 2 samples the field holds an offset, so read the first value only where it is inline.
     samples = values.get(277, 1)
-    bit_depth = values.get(258, 1) if samples <= 2 else 8
-    if samples > 2 and 258 in values:
+    bit_depth = values.get(258, 1)  # TIFF 6.0's default: one bit
+    if 258 in elsewhere:  # one depth per sample (RGB, RGBA): all our cases share one, read the first
         try:
-            (bit_depth,) = struct.unpack(order + "H", data[values[258]:values[258] + 2])
-        except struct.error:
+            (bit_depth,) = struct.unpack(order + "H", data[elsewhere[258]:elsewhere[258] + 2])
+        except struct.error:  # a file cut before the list (a partial download): assume the usual 8
             bit_depth = 8
     photometric = values.get(262, 1)
     if photometric == 3:
