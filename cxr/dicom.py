@@ -164,14 +164,12 @@ def _dicom_grayscale(array: np.ndarray, dataset: Any, invert: bool) -> np.ndarra
         values = array
     values = np.asarray(values, dtype=np.float64)
     pixels = None
-    window = _linear_window(dataset)
+    window = _voi_window(dataset)
     if window is not None and "VOILUTSequence" not in dataset:
-        # Our own linear window (PS3.3 C.11.2.1.2.1) straight to 0-255, so the radiologist's window
-        # is kept as chosen instead of being stretched again by the image's range.
-        center, width = window
-        scaled = ((values - (center - 0.5)) / (width - 1.0) + 0.5) * 255.0
-        pixels = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    elif "VOILUTSequence" in dataset or window is not None:
+        # Our own window straight to 0-255, so the radiologist's window is kept as chosen instead of
+        # being stretched again by the image's range.
+        pixels = _window_to_uint8(values, *window)
+    elif "VOILUTSequence" in dataset:
         try:
             pixels = scale_to_uint8(np.asarray(apply_voi_lut(values, dataset, index=0), dtype=np.float64))
         except Exception:  # a malformed VOI LUT: fall back to the image's own range
@@ -190,20 +188,40 @@ def _first_number(value: Any) -> float:
     return float(value)
 
 
-def _linear_window(dataset: Any) -> tuple[float, float] | None:
-    """The first (WindowCenter, WindowWidth) when the VOI function is LINEAR (or absent) and valid."""
+def _voi_window(dataset: Any) -> tuple[str, float, float] | None:
+    """``(function, center, width)`` of the first window when the file has a valid one, else ``None``.
+
+    ``function`` is the VOI LUT Function: LINEAR (the default when absent) with a width over 1, or
+    LINEAR_EXACT or SIGMOID with a positive width; any other function is not applied.
+    """
     if "WindowCenter" not in dataset or "WindowWidth" not in dataset:
         return None
     function = str(dataset.get("VOILUTFunction", "LINEAR") or "LINEAR").strip().upper()
-    if function != "LINEAR":
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
         return None
     try:
         center, width = _first_number(dataset.WindowCenter), _first_number(dataset.WindowWidth)
     except (TypeError, ValueError, IndexError):
         return None
-    if not (np.isfinite(center) and np.isfinite(width)) or width <= 1.0:
+    smallest_width = 1.0 if function == "LINEAR" else 0.0  # LINEAR divides by width - 1
+    if not (np.isfinite(center) and np.isfinite(width)) or width <= smallest_width:
         return None
-    return center, width
+    return function, center, width
+
+
+def _window_to_uint8(values: np.ndarray, function: str, center: float, width: float) -> np.ndarray:
+    """The window of PS3.3 C.11.2.1.2 with the output range 0-255: ``values`` any shape, float64 ->
+    the same shape uint8. LINEAR: ``((x - (c - 0.5)) / (w - 1) + 0.5) * 255``; LINEAR_EXACT:
+    ``((x - c) / w + 0.5) * 255``, both clipped to 0-255; SIGMOID: ``255 / (1 + exp(-4 (x - c) / w))``.
+    """
+    if function == "SIGMOID":
+        with np.errstate(over="ignore"):  # far below the center exp overflows to inf: 255 / inf = 0
+            scaled = 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+    elif function == "LINEAR_EXACT":
+        scaled = ((values - center) / width + 0.5) * 255.0
+    else:
+        scaled = ((values - (center - 0.5)) / (width - 1.0) + 0.5) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def looks_like_dicom_dataset(data: bytes) -> bool:

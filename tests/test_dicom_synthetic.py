@@ -1,14 +1,16 @@
-"""MONOCHROME1 DICOM with a VOI window, written here with pydicom (no shared data needed).
+"""DICOM VOI windows, written here with pydicom (no shared data needed).
 
 MONOCHROME1 stores bone dark (0 = white); the decoder applies the modality LUT, then the file's
 window, then inverts, so the result looks like a MONOCHROME2 radiograph. Expected pixels are worked
 out from PS3.3 C.11.2.1.2.1 by hand: y = ((x - (c - 0.5)) / (w - 1) + 0.5) clipped to [0, 1], x 255,
-rounded; then 255 - y for MONOCHROME1.
+rounded; then 255 - y for MONOCHROME1. The VOI LUT Functions SIGMOID and LINEAR_EXACT follow their
+formulas in PS3.3 C.11.2.1.3, written out below independently of the decoder.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from helpers_data import make_dicom
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DSfloat
@@ -81,3 +83,62 @@ def test_a_voi_lut_sequence_is_applied_then_inverted_for_monochrome1():
     # A straight (linear) scaling of the stored values would be far off in the middle of the range.
     linear = 255 - np.rint(stored / 1020.0 * 255)
     assert np.abs(pixels - linear).max() > 40
+
+
+# PS3.3 C.11.2.1.3: the non-linear VOI LUT Functions, with the output range 0..255 (ymin 0, ymax 255).
+def sigmoid_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """SIGMOID: y = (ymax - ymin) / (1 + exp(-4 (x - c) / w)) + ymin, rounded."""
+    return np.rint(255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))).astype(np.uint8)
+
+
+def linear_exact_window(values: np.ndarray, center: float, width: float) -> np.ndarray:
+    """LINEAR_EXACT: ymin at or below c - w/2, ymax above c + w/2, else ((x - c) / w + 0.5) (ymax - ymin) + ymin."""
+    inside = np.rint(((values - center) / width + 0.5) * 255.0)
+    below, above = values <= center - width / 2, values > center + width / 2
+    return np.where(below, 0, np.where(above, 255, inside)).astype(np.uint8)
+
+
+def test_a_sigmoid_window_follows_the_standard_curve():
+    stored = ramp_10_bit()
+    data = make_dicom(stored, bits_stored=10, WindowCenter=500, WindowWidth=400, VOILUTFunction="SIGMOID")
+    decoded = decode_image(data)
+    assert decoded.info.mode == "monochrome2"
+    np.testing.assert_array_equal(decoded.pixels, sigmoid_window(stored.astype(np.float64), 500, 400))
+    # By hand: x = c gives 255 / 2 = 127.5 -> 128; x = 0 gives 255 / (1 + e^5) = 1.71 -> 2;
+    # x = 1020 gives 255 / (1 + e^-5.2) = 253.6 -> 254; x = 600 (c + w/4) gives 255 / (1 + e^-1) = 186.4 -> 186.
+    for value, expected in ((500, 128), (0, 2), (1020, 254), (600, 186)):
+        assert set(decoded.pixels[stored == value].tolist()) == {expected}, value
+    # A linear window of the same center and width would clip both ends to 0 and 255.
+    linear = decode_image(make_dicom(stored, bits_stored=10, WindowCenter=500, WindowWidth=400)).pixels
+    assert (linear.min(), linear.max()) == (0, 255) and (decoded.pixels.min(), decoded.pixels.max()) == (2, 254)
+
+
+def test_a_sigmoid_window_after_the_rescale_then_inverted_for_monochrome1():
+    stored = ramp_10_bit()
+    # value = 2 x stored - 1000 (-1000..1040); the first of two windows (c = 100, w = 3000) is used, wider
+    # than the data: the curve's middle only, kept as chosen (not stretched again to 0..255).
+    data = make_dicom(stored, photometric="MONOCHROME1", bits_stored=10, RescaleSlope=2, RescaleIntercept=-1000,
+                      WindowCenter=MultiValue(DSfloat, [100, 0]), WindowWidth=MultiValue(DSfloat, [3000, 10]),
+                      VOILUTFunction="SIGMOID")
+    decoded = decode_image(data)
+    expected = 255 - sigmoid_window(2.0 * stored - 1000.0, 100, 3000)
+    np.testing.assert_array_equal(decoded.pixels, expected)
+    assert (decoded.pixels.min(), decoded.pixels.max()) == (57, 207)  # 255 - 198, 255 - 48
+
+
+def test_a_linear_exact_window_follows_the_standard_formula():
+    stored = ramp_10_bit()
+    data = make_dicom(stored, bits_stored=10, WindowCenter=501, WindowWidth=10, VOILUTFunction="LINEAR_EXACT")
+    decoded = decode_image(data).pixels
+    np.testing.assert_array_equal(decoded, linear_exact_window(stored.astype(np.float64), 501, 10))
+    # By hand, LINEAR_EXACT (LINEAR of the same c, w in brackets): x = 496 = c - w/2 -> 0 (0);
+    # x = 500 -> 0.4 x 255 = 102 (113); x = 504 -> 0.8 x 255 = 204 (227); x = 508 > c + w/2 -> 255 (255).
+    for value, expected in ((492, 0), (496, 0), (500, 102), (504, 204), (508, 255)):
+        assert set(decoded[stored == value].tolist()) == {expected}, value
+
+
+@pytest.mark.parametrize("function, width", [("SIGMOID", 0), ("LINEAR_EXACT", 0), ("LINEAR", 1), ("GAMMA", 400)])
+def test_a_window_the_standard_does_not_allow_falls_back_to_the_images_range(function, width):
+    stored = ramp_10_bit()
+    data = make_dicom(stored, bits_stored=10, WindowCenter=500, WindowWidth=width, VOILUTFunction=function)
+    np.testing.assert_array_equal(decode_image(data).pixels, np.rint(stored / 1020.0 * 255).astype(np.uint8))
