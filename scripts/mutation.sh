@@ -27,7 +27,7 @@ thresholds||choose_threshold _check_threshold|tests/test_exact_metrics.py tests/
 calibration|02468|_as_labels _as_scores _check_same_length to_logits sigmoid apply_temperature check_temperature _negative_log_likelihood fit_temperature negative_log_likelihood brier_score reliability_curve expected_calibration_error|tests/test_calibration_edges.py tests/test_exact_metrics.py tests/test_evaluation.py
 splits|02468|patient_id assign_splits leakage_report split_validation|tests/test_import_guards.py tests/test_validation_fraction.py tests/test_datasets.py -k "not cxr_train_validation and not command_line"
 guards|05|_check_zip_entry _dicom_grayscale _voi_window _window_to_uint8 _first_number|tests/test_import_guards.py tests/test_dicom_synthetic.py tests/test_imaging.py
-headers|05|_check_size _png_header _jpeg_header _bmp_header _tiff_header|tests/test_imaging.py
+headers|05|check_size read_header _png_header _jpeg_header _bmp_header _tiff_header check_jpeg_complete _jpeg_first_scan check_png_complete|tests/test_imaging.py tests/test_raster_headers.py tests/test_tiff_headers.py
 rows||PredictionResult.to_row|tests/test_result_rows.py tests/test_prediction_outputs.py -k "row or csv"
 runs|02468|runs:_read_json runs:run_path runs:read_status runs:read_config runs:read_history runs:read_metrics runs:read_checkpoint_info runs:process_alive runs:_best runs:_nested runs:summarize_run model_files:read_metrics|tests/test_run_reading.py tests/test_runs.py tests/test_prediction_outputs.py -k "not csv and not external and not row"
 '

@@ -125,9 +125,8 @@ def pillow_size(data: bytes) -> tuple[int, int]:
         return image.size
 
 
-@pytest.fixture
-def decoder_calls(monkeypatch) -> list:
-    """Records every call of OpenCV's decoder (a refusal from the header must make none)."""
+def spy_on_decoder(monkeypatch) -> list:
+    """Record every call of OpenCV's decoder from now on (a refusal from the header must make none)."""
     import cv2
 
     calls = []
@@ -278,8 +277,8 @@ def test_truncated_tiffs(order):
 
 @pytest.mark.parametrize("order", ["<", ">"], ids=["II", "MM"])
 @pytest.mark.parametrize("size_type, width, height", [(SHORT, 60000, 50000), (LONG, 100000, 70000)])
-def test_oversized_tiff_is_refused_from_its_header_before_decoding(order, size_type, width, height,
-                                                                    decoder_calls):
+def test_oversized_tiff_is_refused_from_its_header_before_decoding(order, size_type, width, height, monkeypatch):
+    decoder_calls = spy_on_decoder(monkeypatch)
     data = tiff_file([{"pixels": ramp(20, 300), "size_type": size_type, "width": width, "height": height}],
                      order=order, ifd_last=True)
     with pytest.raises(ImageError, match=rf"'bomb.tiff' is {width} x {height} pixels \({width * height:,}\), "
