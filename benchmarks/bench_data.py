@@ -34,7 +34,8 @@ def main() -> int:
     import numpy as np  # noqa: F401  (counted in the baseline memory)
 
     from cxr.config import DataConfig
-    from cxr.datasets import import_dataset, leakage_report, load_dataset
+    from cxr.datasets import import_dataset, load_dataset
+    from cxr.splits import leakage_report
 
     baseline = peak_rss_mb()
     started = time.perf_counter()

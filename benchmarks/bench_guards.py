@@ -106,10 +106,10 @@ def queued(work: Path) -> list[tuple[str, float, float, str]]:
     from helpers_training import tiny_config, write_npz
 
     from cxr import jobs, runs
+    from cxr.datasets import Dataset
     from cxr.runs import process_identity
-    from cxr.training import ArrayDataset
 
-    dataset = ArrayDataset.from_npz(write_npz(work / "tiny.npz"))
+    dataset = Dataset.from_npz(write_npz(work / "tiny.npz"))
     busy = runs.new_run(dataset, tiny_config())
     runs.write_status(busy, state="running", **process_identity())  # this process plays the running run
     second = jobs.start_training(dataset, tiny_config(), max_concurrent=1)

@@ -203,7 +203,7 @@ def start_background_training(seconds: float) -> str:
     """Start a tiny training child process (cxr.jobs) long enough to run during the test; returns its run id."""
     from cxr import jobs
     from cxr.config import TrainingConfig
-    from cxr.training import ArrayDataset
+    from cxr.datasets import Dataset
 
     generator = np.random.default_rng(1)
     count = 96
@@ -214,7 +214,7 @@ def start_background_training(seconds: float) -> str:
     path = Path(os.environ.get("CXR_HOME", tempfile.gettempdir())) / "load-test.npz"
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, train_images=images, train_labels=labels, test_images=images[:16], test_labels=labels[:16])
-    dataset = ArrayDataset.from_npz(path)
+    dataset = Dataset.from_npz(path)
     # Enough epochs to outlast the test on two busy cores; it is stopped at the end.
     config = TrainingConfig(model="fast", image_size=32, epochs=max(3, int(seconds)), batch_size=8,
                             schedule="constant", early_stopping=False, validation_fraction=0.25, seed=1)

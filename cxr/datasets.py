@@ -41,8 +41,10 @@ from cxr.sources import (
     decode_npz,
     find_source,
     patient_id,
+    read_npz_splits,
     source_fingerprint,
 )
+from cxr.splits import assign_splits
 
 CACHE_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -112,46 +114,6 @@ def check_name(name: str) -> str:
         raise DatasetError(f"Data set name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-', "
                            "starting with a letter or digit.")
     return name
-
-
-def assign_splits(manifest: pd.DataFrame, *, validation_fraction: float, test_fraction: float, seed: int,
-                  make_test: bool) -> pd.Series:
-    """Patient-grouped, class-stratified split of the rows of ``manifest`` that are not already "test".
-
-    ``manifest`` needs columns ``label``, ``patient_id`` and ``split`` ("train", "val", "test" or None).
-    The source's own small ``val`` is folded into the pool first. Each patient goes wholly to one split;
-    per class, patients (shuffled with ``seed``) are moved to validation until that class's share
-    reaches ``validation_fraction``. Returns the new split of every row.
-    """
-    split = manifest["split"].where(manifest["split"] == "test", "train").copy()
-    rng = np.random.default_rng(seed)
-
-    def carve(pool_mask: pd.Series, fraction: float, target: str) -> None:
-        pool = manifest[pool_mask]
-        # A patient's class is its majority label (Kermany patients have one class).
-        patient_labels = pool.groupby("patient_id")["label"].agg(lambda s: int(round(s.mean())))
-        patient_sizes = pool.groupby("patient_id").size()
-        for label in sorted(pool["label"].unique()):
-            patients = np.array(sorted(patient_labels.index[patient_labels == label]))
-            if len(patients) < 2:
-                raise DatasetError(f"Class {CLASS_NAMES[label]} has images from only {len(patients)} patient(s) "
-                                   f"left for the {target} split; at least 2 patients per class are needed so "
-                                   "that no patient is in two splits. Add more images of that class.")
-            rng.shuffle(patients)
-            wanted = fraction * int((pool["label"] == label).sum())
-            taken = 0
-            chosen = []
-            for patient in patients[:-1]:  # always leave at least one patient in the pool
-                if taken >= wanted:
-                    break
-                chosen.append(patient)
-                taken += int(patient_sizes[patient])
-            split[manifest["patient_id"].isin(chosen) & pool_mask] = target
-
-    if make_test:
-        carve(split == "train", test_fraction, "test")
-    carve(split == "train", validation_fraction, "val")
-    return split
 
 
 def import_dataset(source: str | os.PathLike, *, name: str | None = None, config: DataConfig = DataConfig(),
@@ -300,10 +262,11 @@ def _report_from_dict(values: dict) -> ImportReport:
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class Dataset:
-    """An imported data set, read from its cache. Arrays are loaded on first use of each split."""
+    """A data set: an imported one read from its cache (arrays loaded on first use of each split), or one
+    held in memory (``from_arrays``, ``from_npz``: the same type, the same interface, nothing cached)."""
 
     name: str
-    path: Path
+    path: Path | None
     image_size: int
     info: dict
     manifest: pd.DataFrame
@@ -311,7 +274,16 @@ class Dataset:
 
     @property
     def splits(self) -> tuple[str, ...]:
-        return tuple(split for split in SPLITS if f"{split}_images.npy" in self.info.get("files", {}))
+        stored = self.info.get("files", {})
+        return tuple(split for split in SPLITS if split in self._arrays or f"{split}_images.npy" in stored)
+
+    @property
+    def validation_fraction(self) -> float | None:
+        """The fraction of train its "val" split was carved at by the import (``None``: not imported)."""
+        try:
+            return float(self.info["data_config"]["validation_fraction"])
+        except (KeyError, TypeError, ValueError):
+            return None
 
     def _load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         if split not in self.splits:
@@ -335,6 +307,50 @@ class Dataset:
     @property
     def report(self) -> ImportReport:
         return _report_from_dict(self.info["report"])
+
+    @classmethod
+    def from_arrays(cls, name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], *,
+                    patient_ids: dict[str, np.ndarray] | None = None, path: Path | None = None) -> Dataset:
+        """A data set held in memory: ``arrays`` maps "train" (required), "val", "test" to ``(images (n, s, s)
+        uint8, labels (n,) 0/1)``; ``patient_ids`` optionally maps a split to (n,) ids (default: one patient
+        per image), so that a validation split carved at training time keeps patients together."""
+        if "train" not in arrays:
+            raise DatasetError(f"Data set {name!r} has splits {sorted(arrays)}; a 'train' split is needed to train.")
+        checked, rows = {}, []
+        for split in (split for split in SPLITS if split in arrays):
+            images, labels = _checked_split(name, split, *arrays[split])
+            checked[split] = (images, labels)
+            ids = (patient_ids or {}).get(split)
+            ids = [f"{split}/{index}" for index in range(len(labels))] if ids is None else list(map(str, ids))
+            rows += [{"split": split, "file": f"{split}/{index}", "label": int(label), "patient_id": ids[index],
+                      "width": images.shape[2], "height": images.shape[1], "sha256": ""}
+                     for index, label in enumerate(labels)]
+        return cls(name=name, path=path, image_size=int(checked["train"][0].shape[1]),
+                   info={"name": name, "source": str(path or ""), "image_size": int(checked["train"][0].shape[1])},
+                   manifest=pd.DataFrame(rows), _arrays=checked)
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike) -> Dataset:
+        """A MedMNIST-style ``.npz`` read in memory (``cxr.sources.read_npz_splits``, the reader imports use),
+        without importing it; its own splits are kept."""
+        path = Path(path)
+        return cls.from_arrays(path.stem, read_npz_splits(path), path=path.resolve())
+
+
+def _checked_split(name: str, split: str, images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(images (n, s, s) uint8, labels (n,) int64)`` of one in-memory split; ``DatasetError`` otherwise."""
+    images = np.asarray(images)
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
+        raise DatasetError(f"Split {split!r} of {name!r} holds images of shape {images.shape} and dtype "
+                           f"{images.dtype}; expected (n, s, s) uint8 square images.")
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    if len(labels) != len(images) or not np.isin(labels, (0, 1)).all():
+        raise DatasetError(f"Split {split!r} of {name!r} has {len(labels)} labels for {len(images)} images "
+                           f"(values {np.unique(labels)[:5]}); expected one label 0 (normal) or 1 (pneumonia) "
+                           "per image.")
+    return images, labels
 
 
 def class_counts(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -365,12 +381,15 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 def load_dataset(name_or_path: str | os.PathLike, *, verify: bool = True, repair: bool = True) -> Dataset:
-    """Open an imported data set by name (under ``datasets/``) or by the path of its cache folder.
+    """Open an imported data set by name (under ``datasets/``) or by the path of its cache folder; the path
+    of a MedMNIST-style ``.npz`` file gives ``Dataset.from_npz`` (read in memory, not imported).
 
     With ``verify``, every cache file's size and SHA-256 are checked against ``dataset.json`` (about
     0.1 s for Kermany at 150 px). A damaged cache is re-imported from its source when ``repair`` and the
     source still exists; otherwise ``DatasetError`` says which file is damaged and what to do.
     """
+    if str(name_or_path).endswith(".npz") and Path(name_or_path).is_file():
+        return Dataset.from_npz(name_or_path)
     path = _resolve(name_or_path)
     try:
         info = json.loads((path / "dataset.json").read_text())
@@ -426,23 +445,6 @@ def list_datasets() -> list[dict]:
     return found
 
 
-def leakage_report(dataset: Dataset) -> dict:
-    """Check the stored splits: patients and identical images shared between splits (both must be 0)."""
-    manifest = dataset.manifest
-    shared_patients = {}
-    shared_images = {}
-    for index, first in enumerate(dataset.splits):
-        for second in dataset.splits[index + 1:]:
-            a, b = manifest[manifest["split"] == first], manifest[manifest["split"] == second]
-            shared_patients[f"{first}/{second}"] = len(set(a["patient_id"]) & set(b["patient_id"]))
-            shared_images[f"{first}/{second}"] = len(set(a["sha256"]) & set(b["sha256"]) - {""})
-    within = manifest[manifest.duplicated(["split", "sha256"], keep=False) & (manifest["sha256"] != "")]
-    return {"shared_patients": shared_patients, "shared_images": shared_images,
-            "duplicates_within_splits": int(len(within)),
-            "patients": {split: int(manifest.loc[manifest["split"] == split, "patient_id"].nunique())
-                         for split in dataset.splits}}
-
-
 def check_server_folder(path: str | os.PathLike) -> Path:
     """Check a folder path typed into the app before importing it; return it resolved.
 
@@ -479,6 +481,5 @@ def read_upload(data: bytes, file_name: str, *, config: DataConfig = DataConfig(
     return report
 
 
-__all__ = ["import_dataset", "load_dataset", "list_datasets", "class_counts", "leakage_report", "Dataset",
-           "ImportReport", "assign_splits", "read_upload",
+__all__ = ["import_dataset", "load_dataset", "list_datasets", "class_counts", "Dataset", "ImportReport", "read_upload",
            "check_server_folder"]

@@ -1,8 +1,9 @@
 """The training input: a data set's splits as arrays, class weights, and the ``tf.data`` pipeline.
 
 ``training_arrays`` gives train / validation / test arrays (carving or re-splitting validation by patient at
-the fraction asked); ``make_dataset`` batches uint8 images into a ``tf.data.Dataset`` that augments on the
-fly (``build_augmentation``: Keras preprocessing layers, train split only) and prefetches.
+the fraction asked, with the import's splitter ``cxr.splits.assign_splits``); ``make_dataset`` batches uint8
+images into a ``tf.data.Dataset`` that augments on the fly (``build_augmentation``: Keras preprocessing
+layers, train split only) and prefetches.
 
 Why augmentation lives in the tf.data map and not in the model: the saved model then holds no random
 layers, loads with ``safe_mode`` and predicts the same thing every time. TensorFlow, Keras and
@@ -18,92 +19,51 @@ from cxr.errors import DatasetError
 
 
 # ------------------------------------------------------------------------------------------ split arrays
-def split_validation(labels: np.ndarray, fraction: float, seed: int | None,
-                     groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, validation) with about ``fraction`` of each class in validation.
-
-    With ``groups`` (patient ids), all images of a patient land on the same side (no leakage).
-    Each class keeps at least one image on each side. Raises ``DatasetError`` when a class has fewer
-    than two images (or patients) to split.
-    """
-    labels = np.asarray(labels).reshape(-1)
-    groups = np.arange(len(labels)) if groups is None else np.asarray(groups).reshape(-1)
-    generator = np.random.default_rng(seed)
-    validation = []
-    for label in (0, 1):
-        class_groups = np.unique(groups[labels == label])
-        if len(class_groups) < 2:
-            raise DatasetError(f"Class {label} has {len(class_groups)} image group(s) in train; at least 2 "
-                               f"are needed to carve a validation split. Add images of that class.")
-        count = min(len(class_groups) - 1, max(1, round(fraction * len(class_groups))))
-        chosen = generator.choice(class_groups, size=count, replace=False)
-        validation.append(np.flatnonzero(np.isin(groups, chosen) & (labels == label)))
-    validation_index = np.sort(np.concatenate(validation))
-    train_index = np.setdiff1d(np.arange(len(labels)), validation_index)
-    return train_index, validation_index
+def _labels(dataset, split: str) -> np.ndarray:
+    return np.asarray(dataset.labels(split)).astype(np.int64)
 
 
-def _patient_groups(dataset, split: str) -> np.ndarray | None:
-    groups = getattr(dataset, "groups", None)
-    if isinstance(groups, dict) and split in groups:
-        return np.asarray(groups[split])
-    manifest = getattr(dataset, "manifest", None)
-    try:
-        rows = manifest[manifest["split"] == split]
-        if "patient_id" in rows and len(rows) == len(dataset.labels(split)):
-            return rows["patient_id"].astype(str).to_numpy()
-    except (TypeError, KeyError, AttributeError):
-        pass
-    return None
+def _resplit(dataset, config: TrainingConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Pool train (and val) and carve validation at ``config.validation_fraction`` with the import's splitter
+    (``cxr.splits.assign_splits``: by patient, per class, seeded by ``config.seed``)."""
+    import pandas as pd
 
+    from cxr.splits import assign_splits
 
-def _import_fraction(dataset) -> float | None:
-    """The validation fraction an imported data set's "val" split was carved at (None: not known)."""
-    info = getattr(dataset, "info", None)
-    try:
-        return float(info["data_config"]["validation_fraction"])
-    except (TypeError, KeyError, ValueError):
-        return None
+    pooled = [split for split in ("train", "val") if split in dataset.splits]
+    manifest = dataset.manifest
+    rows = pd.concat([manifest[manifest["split"] == split] for split in pooled], ignore_index=True)
+    images = np.concatenate([dataset.images(split) for split in pooled])
+    labels = np.concatenate([_labels(dataset, split) for split in pooled])
+    if len(rows) != len(labels) or not np.array_equal(rows["label"].to_numpy(dtype=np.int64), labels):
+        raise DatasetError(f"The manifest of data set {dataset.name!r} does not match its arrays ({len(rows)} rows "
+                           f"for {len(labels)} images); import the data set again.")
+    split = assign_splits(rows, validation_fraction=config.validation_fraction, seed=config.seed).to_numpy()
+    return {name: (images[split == name], labels[split == name]) for name in ("train", "val")}
 
 
 def training_arrays(dataset, config: TrainingConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{"train", "val", ["test"]: (images (n, s, s) uint8, labels (n,) int64)}`` for ``config``.
+    """``{"train", "val", ["test"]: (images (n, s, s) uint8, labels (n,) int64)}`` of a ``cxr.datasets.Dataset``.
 
-    Uses the data set's own "val" split when it has one and it was carved (by patient, at import) at
-    ``config.validation_fraction``; an imported split carved at another fraction is pooled with train
-    and re-split at the fraction asked. Without a "val" split, carves ``config.validation_fraction``
-    of train. Re-splits and carves are by patient when ids are known, stratified by class."""
+    Uses the data set's own "val" split as it is when it has one and the import carved it at
+    ``config.validation_fraction`` (or it came with the source, not imported). An imported split carved at
+    another fraction is pooled with train and re-split at the fraction asked; without a "val" split,
+    validation is carved from train the same way (``_resplit``). The test split is never touched."""
     if int(dataset.image_size) != config.image_size:
         raise DatasetError(f"Data set {dataset.name!r} holds {dataset.image_size} px images but the "
                            f"training settings ask for image_size={config.image_size}. Set image_size to "
                            f"{dataset.image_size}, or re-import the data at {config.image_size} px.")
     splits = tuple(dataset.splits)
-    images, labels = dataset.images("train"), np.asarray(dataset.labels("train")).astype(np.int64)
-    arrays = {}
-    if "val" in splits and _import_fraction(dataset) not in (None, config.validation_fraction):
-        # The control asks for another validation share than the import carved: pool and re-split.
-        val_images, val_labels = dataset.images("val"), np.asarray(dataset.labels("val")).astype(np.int64)
-        train_groups, val_groups = _patient_groups(dataset, "train"), _patient_groups(dataset, "val")
-        groups = None
-        if train_groups is not None and val_groups is not None:
-            groups = np.concatenate([train_groups.astype(str), val_groups.astype(str)])
-        images, labels = np.concatenate([images, val_images]), np.concatenate([labels, val_labels])
-        train_index, validation_index = split_validation(labels, config.validation_fraction, config.seed, groups)
-        arrays["train"] = (images[train_index], labels[train_index])
-        arrays["val"] = (images[validation_index], labels[validation_index])
-        print(f"validation: train and val of {dataset.name!r} (carved at {_import_fraction(dataset)} on import) "
-              f"re-split by patient at {config.validation_fraction}: {len(validation_index)} validation images",
-              flush=True)
-    elif "val" in splits:
-        arrays["train"] = (images, labels)
-        arrays["val"] = (dataset.images("val"), np.asarray(dataset.labels("val")).astype(np.int64))
+    if "val" in splits and dataset.validation_fraction in (None, config.validation_fraction):
+        arrays = {split: (dataset.images(split), _labels(dataset, split)) for split in ("train", "val")}
     else:
-        train_index, validation_index = split_validation(labels, config.validation_fraction,
-                                                         config.seed, _patient_groups(dataset, "train"))
-        arrays["train"] = (images[train_index], labels[train_index])
-        arrays["val"] = (images[validation_index], labels[validation_index])
+        arrays = _resplit(dataset, config)
+        if "val" in splits:
+            print(f"validation: train and val of {dataset.name!r} (carved at {dataset.validation_fraction} on "
+                  f"import) re-split by patient at {config.validation_fraction}: {len(arrays['val'][1])} "
+                  "validation images", flush=True)
     if "test" in splits:
-        arrays["test"] = (dataset.images("test"), np.asarray(dataset.labels("test")).astype(np.int64))
+        arrays["test"] = (dataset.images("test"), _labels(dataset, "test"))
     for split in ("train", "val"):
         if len(np.unique(arrays[split][1])) < 2:
             raise DatasetError(f"The {split} split of {dataset.name!r} holds one class only; both normal "
@@ -211,4 +171,4 @@ def make_dataset(images: np.ndarray, labels: np.ndarray, *, batch_size: int, tra
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-__all__ = ["training_arrays", "split_validation", "class_weights", "build_augmentation", "make_dataset"]
+__all__ = ["training_arrays", "class_weights", "build_augmentation", "make_dataset"]

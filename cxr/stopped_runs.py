@@ -89,12 +89,12 @@ def _exclusive(path: Path):
 
 
 def _load_dataset(config: dict):
-    from cxr.training import resolve_dataset
+    from cxr.datasets import load_dataset
 
     reference = config.get("dataset_path") or config.get("dataset")
     if not reference or not Path(str(reference)).exists():
         reference = config.get("dataset")
-    return resolve_dataset(reference)
+    return load_dataset(reference)
 
 
 def finalize_stopped_run(run: str | os.PathLike, *, dataset=None) -> dict:

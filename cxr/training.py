@@ -22,7 +22,7 @@ import math
 import os
 import tempfile
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,74 +32,10 @@ from cxr import runs
 from cxr.atomic import atomic_path
 from cxr.config import TrainingConfig
 from cxr.distribution import is_chief, make_strategy, prebuild_for_multi_worker
-from cxr.errors import CxrError, DatasetError, RunError
+from cxr.errors import CxrError, RunError
 from cxr.live_progress import truncate_batch_log
 from cxr.pipeline import build_augmentation, class_weights, make_dataset, training_arrays
 from cxr.stop_requests import StopRequested
-
-
-# ------------------------------------------------------------------------------------------- data sets
-@dataclass
-class ArrayDataset:
-    """An in-memory data set with the ``cxr.datasets.Dataset`` interface that training uses.
-
-    ``arrays`` maps a split name ("train", "val", "test") to ``(images (n, s, s) uint8, labels (n,) int)``.
-    ``groups`` optionally maps a split to patient ids (n,) so validation can be carved by patient.
-    """
-
-    name: str
-    arrays: dict[str, tuple[np.ndarray, np.ndarray]]
-    groups: dict[str, np.ndarray] = field(default_factory=dict)
-    path: Path | None = None
-
-    def __post_init__(self) -> None:
-        if "train" not in self.arrays:
-            raise DatasetError(f"Data set {self.name!r} has splits {sorted(self.arrays)}; a 'train' split "
-                               f"is needed to train.")
-        for split, (images, labels) in self.arrays.items():
-            images = np.asarray(images)
-            if images.ndim == 4 and images.shape[-1] == 1:
-                images = images[..., 0]
-            if images.ndim != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
-                raise DatasetError(f"Split {split!r} of {self.name!r} holds images of shape {images.shape} "
-                                   f"and dtype {images.dtype}; expected (n, s, s) uint8 square images.")
-            labels = np.asarray(labels).reshape(-1).astype(np.int64)
-            if len(labels) != len(images) or not np.isin(labels, (0, 1)).all():
-                raise DatasetError(f"Split {split!r} of {self.name!r} has {len(labels)} labels for "
-                                   f"{len(images)} images (values {np.unique(labels)[:5]}); expected one "
-                                   f"label 0 (normal) or 1 (pneumonia) per image.")
-            self.arrays[split] = (images, labels)
-
-    @property
-    def image_size(self) -> int:
-        return int(self.arrays["train"][0].shape[1])
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return tuple(split for split in ("train", "val", "test") if split in self.arrays)
-
-    def images(self, split: str) -> np.ndarray:
-        return self.arrays[split][0]
-
-    def labels(self, split: str) -> np.ndarray:
-        return self.arrays[split][1]
-
-    @classmethod
-    def from_npz(cls, path: str | os.PathLike) -> ArrayDataset:
-        """Read a MedMNIST-style ``.npz`` with ``cxr.sources.read_npz_splits`` (the reader imports use)."""
-        from cxr.sources import read_npz_splits
-
-        path = Path(path)
-        return cls(name=path.stem, arrays=read_npz_splits(path), path=path.resolve())
-
-
-def resolve_dataset(name_or_path: str | os.PathLike):
-    """A ``.npz`` file path gives an ``ArrayDataset``; anything else goes to ``cxr.datasets.load_dataset``."""
-    if str(name_or_path).endswith(".npz") and Path(name_or_path).is_file():
-        return ArrayDataset.from_npz(name_or_path)
-    from cxr.datasets import load_dataset
-
-    return load_dataset(name_or_path)
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -192,7 +128,7 @@ def train(dataset, config: TrainingConfig, run_dir: str | os.PathLike, *, resume
           extra_callbacks: tuple = (), verbose: int | str = "auto") -> TrainingResult:
     """Train ``config.model`` on ``dataset`` writing ``run_dir`` (created by ``runs.new_run``).
 
-    ``dataset``: anything with the ``Dataset`` interface (``cxr.datasets.Dataset``, ``ArrayDataset``).
+    ``dataset``: a ``cxr.datasets.Dataset`` (imported, or in memory: ``Dataset.from_arrays`` / ``from_npz``).
     ``resume``: continue from ``checkpoint.keras`` (same settings; history is appended). A stop request
     returns state "stopped"; any other error marks the run "failed" (message in status.json) and raises.
     """

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.config import TrainingConfig
-from cxr.training import ArrayDataset
+from cxr.datasets import Dataset
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SIZE = 32
@@ -36,12 +36,12 @@ def synthetic_split(count: int, *, size: int = IMAGE_SIZE, seed: int = 0) -> tup
 
 
 def synthetic_dataset(train: int = 48, test: int = 16, *, size: int = IMAGE_SIZE, name: str = "synthetic",
-                      val: int = 0) -> ArrayDataset:
-    """An in-memory ``ArrayDataset`` with train/test (and val when ``val`` > 0) splits."""
+                      val: int = 0) -> Dataset:
+    """An in-memory ``Dataset`` with train/test (and val when ``val`` > 0) splits."""
     arrays = {"train": synthetic_split(train, size=size, seed=1), "test": synthetic_split(test, size=size, seed=2)}
     if val:
         arrays["val"] = synthetic_split(val, size=size, seed=3)
-    return ArrayDataset(name=name, arrays=arrays)
+    return Dataset.from_arrays(name, arrays)
 
 
 def write_npz(path: Path, train: int = 48, test: int = 16, *, size: int = IMAGE_SIZE) -> Path:

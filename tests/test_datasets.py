@@ -15,16 +15,10 @@ from helpers_data import synthetic_xray, write_folder_dataset
 from cxr import datasets
 from cxr.cli import main as cli_main
 from cxr.config import DataConfig
-from cxr.datasets import (
-    assign_splits,
-    class_counts,
-    import_dataset,
-    leakage_report,
-    list_datasets,
-    load_dataset,
-)
+from cxr.datasets import class_counts, import_dataset, list_datasets, load_dataset
 from cxr.errors import DatasetError
 from cxr.sources import patient_id
+from cxr.splits import assign_splits, leakage_report
 
 SMALL = DataConfig(image_size=32)
 
@@ -175,12 +169,10 @@ def test_npz_that_needs_pickle_is_refused(tmp_path):
 
 
 def test_npz_that_is_not_a_zip_is_named_as_such_by_import_and_by_training(tmp_path):
-    from cxr.training import ArrayDataset
-
     path = tmp_path / "junk.npz"
     path.write_bytes(b"not a zip archive")
     # One reader for both paths; the message must not blame pickled object arrays.
-    for read in (lambda: import_dataset(path, config=SMALL), lambda: ArrayDataset.from_npz(path)):
+    for read in (lambda: import_dataset(path, config=SMALL), lambda: load_dataset(path)):
         with pytest.raises(DatasetError, match="junk.npz is not a readable .npz file"):
             read()
 

@@ -17,8 +17,9 @@ import pytest
 from helpers_data import synthetic_xray, write_folder_dataset
 
 from cxr.config import DataConfig
-from cxr.datasets import assign_splits, import_dataset, leakage_report, list_datasets, load_dataset
+from cxr.datasets import import_dataset, list_datasets, load_dataset
 from cxr.errors import DatasetError
+from cxr.splits import assign_splits, leakage_report
 
 SMALL = DataConfig(image_size=32)
 
@@ -147,21 +148,16 @@ def test_two_patients_of_a_class_are_enough_and_one_stays_in_train():
     manifest = pd.DataFrame({"label": [0, 0, 1, 1, 1], "patient_id": ["a", "b", "c", "d", "e"], "split": "train"})
     split = assign_splits(manifest, validation_fraction=0.5, test_fraction=0.15, seed=0, make_test=False)
     assert (split[manifest["label"] == 0] == "val").sum() == 1  # one of the two normal patients
-    from cxr.pipeline import split_validation
-
-    labels = np.array([0, 0, 1, 1])
-    train, validation = split_validation(labels, 0.5, seed=0)
-    assert np.bincount(labels[validation]).tolist() == [1, 1] and np.bincount(labels[train]).tolist() == [1, 1]
+    assert (split[manifest["label"] == 1] == "val").sum() == 2  # ceil(0.5 x 3) of the three others
 
 
-def test_split_validation_keeps_one_group_in_train_and_takes_at_least_one():
-    from cxr.pipeline import split_validation
-
-    labels = np.repeat([0, 1], 10)
-    _, validation = split_validation(labels, 0.95, seed=1)  # round(9.5) = 10 groups, capped at 9
-    assert np.bincount(labels[validation]).tolist() == [9, 9]
-    _, validation = split_validation(labels, 0.01, seed=1)  # round(0.1) = 0, raised to 1
-    assert np.bincount(labels[validation]).tolist() == [1, 1]
+def test_the_splitter_keeps_one_patient_in_train_and_takes_at_least_one():
+    manifest = pd.DataFrame({"label": np.repeat([0, 1], 10), "patient_id": [f"p{i}" for i in range(20)],
+                             "split": "train"})
+    split = assign_splits(manifest, validation_fraction=0.99, seed=1)  # ceil(9.9) = 10 patients, capped at 9
+    assert [(split[manifest["label"] == label] == "val").sum() for label in (0, 1)] == [9, 9]
+    split = assign_splits(manifest, validation_fraction=0.01, seed=1)  # 0.1 of an image: one patient
+    assert [(split[manifest["label"] == label] == "val").sum() for label in (0, 1)] == [1, 1]
 
 
 def test_identical_images_of_two_patients_in_one_split_count_as_duplicates():

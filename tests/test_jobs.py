@@ -9,14 +9,14 @@ import pytest
 from helpers_training import run_cli, tiny_config, wait_until, write_npz
 
 from cxr import jobs, runs
-from cxr.training import ArrayDataset
+from cxr.datasets import Dataset
 
 
 @pytest.fixture
 def npz_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
-    return ArrayDataset.from_npz(write_npz(tmp_path / "tiny.npz", train=200))
+    return Dataset.from_npz(write_npz(tmp_path / "tiny.npz", train=200))
 
 
 def _status(run_id):

@@ -11,6 +11,7 @@ import pytest
 from helpers_training import synthetic_dataset, tiny_config
 
 from cxr import pipeline, runs, training
+from cxr.datasets import Dataset, load_dataset
 from cxr.errors import DatasetError
 from cxr.thresholds import choose_threshold
 
@@ -196,18 +197,22 @@ def test_tf_data_pipeline_keeps_uint8_until_augmentation_and_weights_classes():
     np.testing.assert_allclose(batch_weights.numpy(), expected, rtol=1e-6)
 
 
-def test_validation_split_is_stratified_and_keeps_patients_together():
+def test_validation_carved_in_training_is_stratified_and_keeps_patients_together():
+    # An in-memory data set without "val": training carves it with the import's splitter.
+    images = np.arange(60, dtype=np.uint8)[:, None, None] * np.ones((1, 32, 32), np.uint8)  # image i is all i
     labels = np.array([0] * 20 + [1] * 40)
-    groups = np.repeat(np.arange(30), 2)  # two images per patient
-    train_index, validation_index = pipeline.split_validation(labels, 0.25, seed=0, groups=groups)
-    assert len(np.intersect1d(train_index, validation_index)) == 0
+    patients = np.repeat(np.arange(30), 2)  # two images per patient
+    dataset = Dataset.from_arrays("pairs", {"train": (images, labels)}, patient_ids={"train": patients})
+    arrays = pipeline.training_arrays(dataset, tiny_config(validation_fraction=0.25))
+    train_index, validation_index = arrays["train"][0][:, 0, 0], arrays["val"][0][:, 0, 0]
     assert len(train_index) + len(validation_index) == 60
-    assert set(groups[train_index]).isdisjoint(groups[validation_index])
-    assert set(labels[validation_index]) == {0, 1}
-    # Per class, round(0.25 x patients) patients of two images: class 0 round(2.5) = 2 of 10, class 1 5 of 20.
-    assert np.bincount(labels[validation_index]).tolist() == [4, 10]
-    with pytest.raises(DatasetError, match="Class 0"):
-        pipeline.split_validation(np.array([0, 1, 1, 1]), 0.25, seed=0)
+    assert set(patients[train_index]).isdisjoint(patients[validation_index])
+    # Per class, whole patients of two images until 0.25 of the images: ceil(5 / 2) = 3 patients of class 0,
+    # 10 / 2 = 5 of class 1.
+    assert np.bincount(labels[validation_index]).tolist() == [6, 10]
+    one_normal = Dataset.from_arrays("few", {"train": (images[:4], np.array([0, 1, 1, 1]))})
+    with pytest.raises(DatasetError, match="Class normal"):
+        pipeline.training_arrays(one_normal, tiny_config())
 
 
 def test_image_size_mismatch_is_a_clear_error():
@@ -224,12 +229,13 @@ def test_dataset_own_val_split_is_used():
 def test_npz_dataset_round_trip(tmp_path):
     from helpers_training import write_npz
 
-    dataset = training.resolve_dataset(write_npz(tmp_path / "tiny.npz"))
+    dataset = load_dataset(write_npz(tmp_path / "tiny.npz"))
+    assert isinstance(dataset, Dataset)  # the same type as an imported data set, not a parallel class
     assert dataset.name == "tiny" and dataset.image_size == 32 and dataset.splits == ("train", "test")
     assert dataset.images("train").dtype == np.uint8
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(DatasetError, match="bad.npz"):
-        training.resolve_dataset(tmp_path / "bad.npz")
+        load_dataset(tmp_path / "bad.npz")
 
 
 def test_failed_training_marks_the_run_failed():

@@ -22,7 +22,8 @@ import pytest
 from helpers_training import synthetic_dataset, tiny_config, wait_until, write_npz
 
 from cxr import jobs, runs
-from cxr.training import ArrayDataset, train
+from cxr.datasets import Dataset
+from cxr.training import train
 
 PROJECT_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def npz_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
     monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
     monkeypatch.setenv("TF_NUM_INTEROP_THREADS", "1")
-    return ArrayDataset.from_npz(write_npz(tmp_path / "tiny.npz", train=64, test=16))
+    return Dataset.from_npz(write_npz(tmp_path / "tiny.npz", train=64, test=16))
 
 
 def status_of(run_id) -> dict:
@@ -112,8 +113,8 @@ def test_sigkill_at_random_moments_five_times_then_resume_keeps_every_epoch_exac
 PARENT_SCRIPT = """
 import sys, time
 from cxr import jobs
-from cxr.training import ArrayDataset
-run_id = jobs.start_training(ArrayDataset.from_npz(sys.argv[1]), __import__("helpers_training").tiny_config(
+from cxr.datasets import Dataset
+run_id = jobs.start_training(Dataset.from_npz(sys.argv[1]), __import__("helpers_training").tiny_config(
     epochs=2, batch_size=8), max_concurrent=0)
 print(run_id, flush=True)
 time.sleep(600)  # the "server" lives on until it is killed

@@ -2,7 +2,8 @@
 
 An import carves "val" by patient at ``DataConfig.validation_fraction`` (0.10 by default). Training at
 that same fraction uses the stored split as it is; training at another fraction pools train and val and
-re-splits them by patient, per class, at the fraction asked (``cxr train DATASET --validation-fraction
+re-splits them by patient, per class, at the fraction asked, with the import's own splitter
+(``cxr.splits.assign_splits``) (``cxr train DATASET --validation-fraction
 F`` and the Train page's "Validation fraction"); the run's metrics.json records the size as
 ``validation.n``. Test images are never touched.
 """
@@ -45,9 +46,32 @@ def test_training_at_the_import_fraction_uses_the_stored_split(one_image_per_pat
     assert class_counts(arrays["val"][1]) == [4, 4] and class_counts(arrays["train"][1]) == [30, 30]
 
 
+def test_a_default_import_trains_on_exactly_its_stored_arrays(tmp_path):
+    # Models are trained on data sets imported at the default fraction: their train, validation and test
+    # arrays must be the import's, untouched by the training path (none re-split, none re-ordered).
+    root = write_folder_dataset(tmp_path / "pairs", splits=("train", "test"), per_class=40, patients_per_class=20,
+                                size=32)
+    import_dataset(root, name="pairs", config=DataConfig(image_size=32))
+    dataset = load_dataset("pairs")
+    assert TrainingConfig().validation_fraction == DataConfig().validation_fraction == dataset.validation_fraction
+    arrays = training_arrays(dataset, config(TrainingConfig().validation_fraction))
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(arrays[split][0], dataset.images(split))
+        np.testing.assert_array_equal(arrays[split][1], dataset.labels(split))
+    # The import's validation patients, as the import picked them before training and import shared one
+    # splitter (recorded from that version): moving the splitter changed no stored split.
+    manifest = dataset.manifest
+    assert sorted(manifest.loc[manifest["split"] == "val", "file"]) == [
+        "train/normal/IM-0009-0009.png", "train/normal/IM-0009-0029.png", "train/normal/IM-0015-0015.png",
+        "train/normal/IM-0015-0035.png", "train/pneumonia/person16_bacteria_57.png",
+        "train/pneumonia/person16_bacteria_77.png", "train/pneumonia/person8_bacteria_49.png",
+        "train/pneumonia/person8_bacteria_69.png"]
+
+
 def test_another_fraction_re_splits_train_and_val_at_that_fraction(one_image_per_patient):
     dataset = load_dataset(one_image_per_patient)
-    for fraction, per_class in ((0.5, 17), (0.3, 10), (0.05, 2)):  # round(fraction x 34 patients)
+    # The import's splitter: whole patients until ceil(fraction x 34) images of each class.
+    for fraction, per_class in ((0.5, 17), (0.3, 11), (0.05, 2)):
         arrays = training_arrays(dataset, config(fraction))
         assert class_counts(arrays["val"][1]) == [per_class, per_class], fraction
         assert class_counts(arrays["train"][1]) == [34 - per_class] * 2, fraction

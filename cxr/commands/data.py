@@ -76,7 +76,8 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from cxr.datasets import leakage_report, load_dataset
+    from cxr.datasets import load_dataset
+    from cxr.splits import leakage_report
 
     dataset = load_dataset(args.name)
     counts = dataset.class_counts()

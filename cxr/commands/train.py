@@ -49,6 +49,7 @@ def config_from_args(args: argparse.Namespace, image_size: int | None) -> settin
 
 def run_train(args: argparse.Namespace) -> int:
     from cxr import distribution, jobs, runs, stop_requests, training
+    from cxr.datasets import load_dataset
     from cxr.tensorflow_loader import import_tensorflow
 
     # SIGTERM (cxr.jobs.stop's fallback, a scheduler, `kill`) finishes the batch and saves.
@@ -69,7 +70,7 @@ def run_train(args: argparse.Namespace) -> int:
         if not args.dataset:
             raise RunError("Name the data set to train on: `python -m cxr train DATASET` (see "
                            "`python -m cxr data --help`), or continue a run with --resume RUN.")
-        dataset = training.resolve_dataset(args.dataset)
+        dataset = load_dataset(args.dataset)
         config = config_from_args(args, dataset.image_size)
         dataset_ref = args.dataset
         run_dir = None
@@ -84,7 +85,7 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"run {run_dir.name}: cancelled while queued", flush=True)
             return 0
     if dataset is None:
-        dataset = training.resolve_dataset(dataset_ref)
+        dataset = load_dataset(dataset_ref)
     # Only now, after the queue: a queued run must not hold TensorFlow's memory while it waits. Imported
     # here, before cxr.training touches Keras, so TensorFlow's start-up lines are held back.
     import_tensorflow()
