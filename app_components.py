@@ -7,14 +7,13 @@ plain values, never widgets, so pages stay readable top to bottom.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import statistics
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -41,6 +40,9 @@ from app_layout import (  # noqa: F401 - re-exported: pages call them as ui.<nam
     start_page,
 )
 from cxr import model_folders, paths
+
+if TYPE_CHECKING:
+    from cxr.runs import RunSummary
 
 LOGGER = logging.getLogger("cxr.app")
 
@@ -123,64 +125,24 @@ def disclaimer() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------
-# Reading backend records that may be dataclasses or dicts.
+# Runs, data sets and models as the pages list them.
 
 
-def field_of(record: Any, name: str, default: Any = None) -> Any:
-    """``record.name`` or ``record[name]``: run summaries and reports may be dataclasses or dicts."""
-    if isinstance(record, dict):
-        return record.get(name, default)
-    return getattr(record, name, default)
-
-
-def as_dict(record: Any) -> dict[str, Any]:
-    """A plain dict of a dataclass, an object with ``to_dict()``, or a dict."""
-    if record is None:
-        return {}
-    if isinstance(record, dict):
-        return dict(record)
-    if hasattr(record, "to_dict"):
-        return dict(record.to_dict())
-    if dataclasses.is_dataclass(record):
-        return dataclasses.asdict(record)
-    return dict(vars(record))
-
-
-def run_id_of(summary: Any) -> str:
-    """The id of a run from a ``RunSummary`` (or dict, or path)."""
-    for name in ("run_id", "id", "name"):
-        value = field_of(summary, name)
-        if value:
-            return str(value)
-    path = field_of(summary, "path")
-    if path:
-        return Path(path).name
-    return str(summary)
-
-
-def run_state_of(summary: Any) -> str:
-    state = field_of(summary, "state")
-    if state is None:
-        status = field_of(summary, "status") or {}
-        state = field_of(status, "state", "unknown")
-    return str(state)
-
-
-def list_runs() -> list[Any]:
+def list_runs() -> list[RunSummary]:
     """All runs (``cxr.runs.RunSummary``), newest first; on a demo server only those of ``CXR_DEMO_MODELS``."""
     from cxr import runs
 
-    found = list(runs.list_runs())
+    found = runs.list_runs()
     settings = deployment()
     if settings.demo:
-        found = [summary for summary in found if run_id_of(summary) in settings.demo_models]
+        found = [summary for summary in found if summary.run_id in settings.demo_models]
     return found
 
 
 def list_dataset_names() -> list[str]:
     from cxr import datasets
 
-    return [str(field_of(entry, "name")) for entry in datasets.list_datasets()]
+    return [entry.name for entry in datasets.list_datasets()]
 
 
 def run_has_model(run_id: str) -> bool:
@@ -196,21 +158,21 @@ def bundled_model_available() -> bool:
 
 def finished_runs_with_model() -> list[str]:
     """Ids of finished runs that left a ``model.keras``, newest first."""
-    return [run_id_of(summary) for summary in finished_run_summaries()]
+    return [summary.run_id for summary in finished_run_summaries()]
 
 
-def finished_run_summaries() -> list[Any]:
+def finished_run_summaries() -> list[RunSummary]:
     """``RunSummary`` of each run that left a ``model.keras``, newest first: finished runs, and stopped or
     interrupted ones evaluated from their best epoch (``cxr.stopped_runs``)."""
     from cxr import stopped_runs
 
     return [summary for summary in list_runs()
-            if (run_state_of(summary) == "finished" and run_has_model(run_id_of(summary)))
-            or (run_state_of(summary) in stopped_runs.FINALIZABLE_STATES
-                and stopped_runs.has_usable_model(run_id_of(summary)))]
+            if (summary.state == "finished" and run_has_model(summary.run_id))
+            or (summary.state in stopped_runs.FINALIZABLE_STATES
+                and stopped_runs.has_usable_model(summary.run_id))]
 
 
-def run_label(summary: Any) -> str:
+def run_label(summary: RunSummary) -> str:
     """A run as people read it on every page (``cxr.run_text.run_label``): ``"fast on chest_xray-150, 25 Nov
     2026, 19:50 UTC · best validation AUC 0.990"`` (the run id stays in the URL and the Runs table)."""
     from cxr import run_text
@@ -244,7 +206,7 @@ def model_choices() -> dict[str, str]:
     if bundled_model_available():
         choices[DEFAULT_MODEL] = bundled_model_label()
     for summary in finished_run_summaries():
-        choices[run_id_of(summary)] = run_label(summary)
+        choices[summary.run_id] = run_label(summary)
     return choices
 
 
@@ -361,11 +323,10 @@ def estimate_epoch_seconds(config: Any, num_train_images: int) -> tuple[float | 
 
     from cxr import datasets, runs
 
-    train_counts = {entry["name"]: sum(((entry.get("counts") or {}).get("train") or {}).values())
-                    for entry in datasets.list_datasets()}
+    train_counts = {entry.name: entry.split_size("train") for entry in datasets.list_datasets()}
     per_image = []
     for summary in list_runs():
-        run_id = run_id_of(summary)
+        run_id = summary.run_id
         try:
             recorded = runs.read_config(run_id)
             history = runs.read_history(run_id)
@@ -418,5 +379,5 @@ def evaluation_choices() -> dict[str, str]:
     evaluation), then the runs (on a demo only those of ``CXR_DEMO_MODELS``), newest first."""
     choices = {DEFAULT_MODEL: bundled_model_label()} if model_folders.metrics_of(DEFAULT_MODEL) else {}
     for summary in list_runs():
-        choices[run_id_of(summary)] = run_label(summary)  # it says the state of a run that is not finished
+        choices[summary.run_id] = run_label(summary)  # it says the state of a run that is not finished
     return choices

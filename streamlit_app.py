@@ -18,7 +18,7 @@ def state_at_a_glance() -> None:
         datasets = ui.list_dataset_names()
     with ui.guarded("Reading the training runs"):
         runs = ui.list_runs()
-        active = [summary for summary in runs if ui.run_state_of(summary) in ui.ACTIVE_STATES]
+        active = [summary for summary in runs if summary.state in ui.ACTIVE_STATES]
         finished = ui.finished_runs_with_model()
     default_model = ui.bundled_model_available()
 
@@ -29,7 +29,7 @@ def state_at_a_glance() -> None:
                         help=("the bundled default model and " if default_model else "no bundled model; ")
                         + f"{len(finished)} finished training run(s)")
     if active:
-        running = [ui.run_id_of(summary) for summary in active]
+        running = [summary.run_id for summary in active]
         training_column.metric("Training", f"{len(active)} active", border=True, help=", ".join(running))
     else:
         training_column.metric("Training", "idle", border=True, help="No run is queued or running.")

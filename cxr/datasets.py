@@ -33,6 +33,7 @@ import pandas as pd
 from cxr import paths
 from cxr.atomic import atomic_write_text
 from cxr.config import CLASS_NAMES, DataConfig
+from cxr.dataset_records import DatasetEntry, ImportReport
 from cxr.errors import DatasetError
 from cxr.sources import (
     LAYOUTS_ACCEPTED,
@@ -54,53 +55,6 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # --------------------------------------------------------------------------------------------------
 # Import
 # --------------------------------------------------------------------------------------------------
-@dataclass
-class ImportReport:
-    """What an import did: counts, what was skipped and why, duplicates and patient overlaps."""
-
-    name: str
-    path: Path
-    source: str
-    layout: str
-    image_size: int
-    num_files: int = 0  # image files found in the source
-    num_images: int = 0  # images kept in the cache
-    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> count
-    skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable files: file, reason
-    ignored: list[str] = field(default_factory=list)  # entries that are not part of the data set
-    duplicate_groups: list[list[str]] = field(default_factory=list)  # byte-identical files
-    duplicates_removed: list[str] = field(default_factory=list)
-    overlap_removed: list[str] = field(default_factory=list)  # train files of patients also in test
-    seconds: float = 0.0
-    from_cache: bool = False
-
-    def to_dict(self) -> dict:
-        values = dataclasses.asdict(self)
-        values["path"] = str(self.path)
-        return values
-
-    def summary(self) -> str:
-        """A few lines for people: what was read, kept, skipped and removed."""
-        lines = [f"Data set {self.name!r} ({self.layout} layout, {self.image_size} px) from {self.source}",
-                 f"{self.num_images} images kept of {self.num_files} found"
-                 + (" (loaded from cache)" if self.from_cache else f" in {self.seconds:.1f} s")]
-        for split, counts in self.counts.items():
-            lines.append(f"  {split:5s}: " + ", ".join(f"{cls} {n}" for cls, n in counts.items()))
-        if self.skipped:
-            lines.append(f"{len(self.skipped)} unreadable file(s) skipped, e.g. {self.skipped[0]['file']}: "
-                         f"{self.skipped[0]['reason']}")
-        if self.duplicate_groups:
-            lines.append(f"{len(self.duplicate_groups)} group(s) of byte-identical files "
-                         f"({sum(map(len, self.duplicate_groups))} files); {len(self.duplicates_removed)} "
-                         "extra copies removed")
-        if self.overlap_removed:
-            lines.append(f"{len(self.overlap_removed)} training image(s) removed: their patient id also appears in "
-                         "the test split (no patient may be in two splits)")
-        if self.ignored:
-            lines.append(f"{len(self.ignored)} entry(ies) ignored, e.g. {self.ignored[0]}")
-        return "\n".join(lines)
-
-
 def default_name(source: str | os.PathLike, image_size: int) -> str:
     """A data set name from the source's file name and the image size, e.g. ``chest_xray-150``."""
     stem = Path(source).expanduser().resolve().name
@@ -134,10 +88,8 @@ def import_dataset(source: str | os.PathLike, *, name: str | None = None, config
             if (info.get("source_fingerprint") == fingerprint and info.get("source") == str(source_path)
                     and info.get("data_config") == config.to_dict() and info.get("version") == CACHE_VERSION):
                 load_dataset(target, verify=True, repair=False)  # the cache must also be intact
-                report = _report_from_dict(info["report"])
-                report.from_cache = True
-                report.seconds = time.perf_counter() - started
-                return report
+                return dataclasses.replace(ImportReport.from_dict(info["report"]), from_cache=True,
+                                           seconds=time.perf_counter() - started)
         except (ValueError, KeyError, OSError):
             pass  # unreadable or damaged cache: import again
 
@@ -160,40 +112,44 @@ def import_dataset(source: str | os.PathLike, *, name: str | None = None, config
         raise DatasetError(f"Only {int(keep.sum())} readable image(s) in {source_path.name}, not of both classes; "
                            f"nothing was imported. {reasons}")
 
-    report = ImportReport(name=name, path=target, source=str(source_path), layout=found.layout,
-                          image_size=config.image_size, num_files=len(found.files), skipped=skipped,
-                          ignored=found.ignored)
     kept = manifest[keep].copy()
     kept["row"] = np.flatnonzero(keep)
-    is_test = kept["split"] == "test"
+    kept, removed = _remove_duplicates_and_overlaps(kept, config)
+    make_test = not (kept["split"] == "test").any()
+    kept["split"] = assign_splits(kept, validation_fraction=config.validation_fraction,
+                                  test_fraction=config.test_fraction, seed=config.seed, make_test=make_test)
+    counts = {split: {CLASS_NAMES[label]: int(((kept["split"] == split) & (kept["label"] == label)).sum())
+                      for label in (0, 1)} for split in SPLITS if (kept["split"] == split).any()}
+    report = ImportReport(name=name, path=target, source=str(source_path), layout=found.layout,
+                          image_size=config.image_size, num_files=len(found.files), num_images=len(kept),
+                          counts=counts, skipped=skipped, ignored=found.ignored, **removed)
+    _write_cache(target, images, kept, report, config, fingerprint)
+    report = dataclasses.replace(report, seconds=time.perf_counter() - started)  # writing the cache included
+    _update_report(target, report)
+    return report
 
+
+def _remove_duplicates_and_overlaps(kept: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, dict]:
+    """``kept`` without extra copies of byte-identical files and (``drop_test_patients_from_train``) without
+    train images of test patients; and the report's ``duplicate_groups``, ``duplicates_removed``,
+    ``overlap_removed``."""
+    is_test = kept["split"] == "test"
     # Byte-identical files: report every group; keep one copy per group outside the official test split,
     # and drop train copies of images that are in test.
     groups = kept[kept["sha256"] != ""].groupby("sha256")["file"].apply(list)
-    report.duplicate_groups = [sorted(files) for files in groups if len(files) > 1]
     test_hashes = set(kept.loc[is_test, "sha256"])
     duplicate_mask = (~is_test) & (kept.duplicated("sha256", keep="first") | kept["sha256"].isin(test_hashes))
     duplicate_mask &= kept["sha256"] != ""
-    report.duplicates_removed = kept.loc[duplicate_mask, "file"].tolist()
+    removed = {"duplicate_groups": [sorted(files) for files in groups if len(files) > 1],
+               "duplicates_removed": kept.loc[duplicate_mask, "file"].tolist(), "overlap_removed": []}
     kept = kept[~duplicate_mask]
-
     # A patient in the official test split must not also be in train or validation.
     if config.drop_test_patients_from_train:
         test_patients = set(kept.loc[kept["split"] == "test", "patient_id"])
         overlap = (kept["split"] != "test") & kept["patient_id"].isin(test_patients)
-        report.overlap_removed = kept.loc[overlap, "file"].tolist()
+        removed["overlap_removed"] = kept.loc[overlap, "file"].tolist()
         kept = kept[~overlap]
-
-    make_test = not (kept["split"] == "test").any()
-    kept["split"] = assign_splits(kept, validation_fraction=config.validation_fraction,
-                                  test_fraction=config.test_fraction, seed=config.seed, make_test=make_test)
-    _write_cache(target, images, kept, report, config, fingerprint)
-    report.num_images = len(kept)
-    report.counts = {split: {CLASS_NAMES[label]: int(((kept["split"] == split) & (kept["label"] == label)).sum())
-                             for label in (0, 1)} for split in SPLITS if (kept["split"] == split).any()}
-    report.seconds = time.perf_counter() - started
-    _update_report(target, report)
-    return report
+    return kept, removed
 
 
 def _file_sha256(path: Path) -> str:
@@ -250,13 +206,6 @@ def _update_report(target: Path, report: ImportReport) -> None:
     atomic_write_text(info_path, json.dumps(info, indent=2))
 
 
-def _report_from_dict(values: dict) -> ImportReport:
-    values = dict(values)
-    values["path"] = Path(values["path"])
-    known = {f.name for f in dataclasses.fields(ImportReport)}
-    return ImportReport(**{k: v for k, v in values.items() if k in known})
-
-
 # --------------------------------------------------------------------------------------------------
 # Loading the cache
 # --------------------------------------------------------------------------------------------------
@@ -306,7 +255,7 @@ class Dataset:
 
     @property
     def report(self) -> ImportReport:
-        return _report_from_dict(self.info["report"])
+        return ImportReport.from_dict(self.info["report"])
 
     @classmethod
     def from_arrays(cls, name: str, arrays: dict[str, tuple[np.ndarray, np.ndarray]], *,
@@ -375,7 +324,7 @@ def _resolve(name_or_path: str | os.PathLike) -> Path:
         stored = paths.datasets_dir() / name_or_path
         if (stored / "dataset.json").exists():
             return stored
-    available = ", ".join(d["name"] for d in list_datasets()) or "none yet"
+    available = ", ".join(entry.name for entry in list_datasets()) or "none yet"
     raise DatasetError(f"No imported data set named {str(name_or_path)!r} (imported: {available}). Import it "
                        "first: `python -m cxr data import PATH` or the Data page.")
 
@@ -425,8 +374,9 @@ def load_dataset(name_or_path: str | os.PathLike, *, verify: bool = True, repair
                    manifest=manifest)
 
 
-def list_datasets() -> list[dict]:
-    """Imported data sets: name, image_size, counts (split -> class -> n), created, source."""
+def list_datasets() -> list[DatasetEntry]:
+    """Imported data sets (``cxr.dataset_records.DatasetEntry``: name, image_size, counts, created, source,
+    num_images), by name."""
     folder = paths.datasets_dir()
     found = []
     if not folder.exists():
@@ -439,9 +389,9 @@ def list_datasets() -> list[dict]:
         except (OSError, ValueError):
             continue
         report = info.get("report", {})
-        found.append({"name": candidate.name, "image_size": info.get("image_size"),
-                      "counts": report.get("counts", {}), "created": info.get("created"),
-                      "source": info.get("source"), "num_images": report.get("num_images")})
+        found.append(DatasetEntry(name=candidate.name, image_size=info.get("image_size"),
+                                  counts=report.get("counts", {}), created=info.get("created"),
+                                  source=info.get("source"), num_images=report.get("num_images")))
     return found
 
 
@@ -481,5 +431,5 @@ def read_upload(data: bytes, file_name: str, *, config: DataConfig = DataConfig(
     return report
 
 
-__all__ = ["import_dataset", "load_dataset", "list_datasets", "class_counts", "Dataset", "ImportReport", "read_upload",
+__all__ = ["import_dataset", "load_dataset", "list_datasets", "class_counts", "Dataset", "read_upload",
            "check_server_folder"]

@@ -3,22 +3,19 @@
 Every page that lets someone choose a run uses ``run_labels`` so a run reads the same everywhere
 ("fast on kermany, 26 Nov 2026, 10:52 UTC · best validation AUC 0.874"), not as a bare id
 ("20261126-105222-fast-3fa2c1").
-Pure functions of ``cxr.runs`` records (a ``RunSummary`` or its dict, a status dict): no I/O here.
+Pure functions of ``cxr.runs`` records (a ``RunSummary``, a status dict): no I/O here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cxr.runs import RunSummary
 
 ENDED_STATES = ("stopped", "interrupted", "failed")
-
-
-def _field(record: Any, name: str, default: Any = None) -> Any:
-    if isinstance(record, dict):
-        return record.get(name, default)
-    return getattr(record, name, default)
 
 
 def _when(created: Any) -> str:
@@ -48,25 +45,24 @@ def describe_end(state: str, epochs_done: int, epochs: int | None, *, stop_reaso
     return str(state)
 
 
-def run_name(summary: Any) -> str:
+def run_name(summary: RunSummary) -> str:
     """"fast on kermany, 26 Nov 2026, 10:52 UTC": the model, the data set and when the run was created."""
-    model, dataset = _field(summary, "model"), _field(summary, "dataset")
-    name = (f"{model} on {dataset}" if model not in (None, "?") and dataset not in (None, "?")
-            else str(_field(summary, "run_id")))
-    when = _when(_field(summary, "created"))
+    model, dataset = summary.model, summary.dataset
+    name = f"{model} on {dataset}" if model not in (None, "?") and dataset not in (None, "?") else summary.run_id
+    when = _when(summary.created)
     return f"{name}, {when}" if when else name
 
 
-def run_label(summary: Any) -> str:
+def run_label(summary: RunSummary) -> str:
     """``run_name`` plus the best validation AUC, and the state when it is not "finished":
     "fast on kermany, 26 Nov 2026, 10:52 UTC · best validation AUC 0.874 · stopped". A run that is still
     training reads "… · training" without a figure: its best AUC changes every epoch, and a label drawn once
     would soon be stale."""
-    state = _field(summary, "state")
+    state = summary.state
     if state in ("queued", "running", "stopping"):
         return f"{run_name(summary)} · {'waiting in the queue' if state == 'queued' else 'training'}"
     parts = [run_name(summary)]
-    auc = _field(summary, "best_val_auc")
+    auc = summary.best_val_auc
     parts.append(f"best validation AUC {auc:.3f}" if isinstance(auc, (int, float)) and auc == auc
                  else "no validation AUC recorded")
     if state and state != "finished":
@@ -74,10 +70,10 @@ def run_label(summary: Any) -> str:
     return " · ".join(parts)
 
 
-def run_labels(summaries: Iterable[Any]) -> dict[str, str]:
+def run_labels(summaries: Iterable[RunSummary]) -> dict[str, str]:
     """``{run_id: run_label}``; two runs that would read the same get the end of their id added."""
     summaries = list(summaries)
-    labels = {str(_field(summary, "run_id")): run_label(summary) for summary in summaries}
+    labels = {summary.run_id: run_label(summary) for summary in summaries}
     counts: dict[str, int] = {}
     for label in labels.values():
         counts[label] = counts.get(label, 0) + 1

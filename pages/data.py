@@ -22,6 +22,7 @@ from cxr.config import (
     DataConfig,
     TrainingConfig,
 )
+from cxr.dataset_records import ImportReport
 
 SAMPLES_PER_CLASS = 6
 INTENSITY_SAMPLE = 300  # images per class for the intensity histogram: enough for a smooth curve, fast
@@ -75,35 +76,32 @@ def import_section() -> None:
                                           progress=progress)
     bar.empty()
     if report is not None:
-        st.session_state[ui.KEY_IMPORT_REPORT] = ui.as_dict(report)
-        st.session_state[ui.KEY_DATASET] = ui.field_of(report, "name")
-        st.success(f"Imported data set **{ui.field_of(report, 'name')}**.")
+        st.session_state[ui.KEY_IMPORT_REPORT] = report
+        st.session_state[ui.KEY_DATASET] = report.name
+        st.success(f"Imported data set **{report.name}**.")
 
 
-def show_report(report: dict) -> None:
+def show_report(report: ImportReport) -> None:
     """The import report: files read and kept, skipped files with the reason, duplicates, overlaps."""
-    skipped = report.get("skipped") or []
-    duplicate_groups = report.get("duplicate_groups") or []
+    skipped, duplicate_groups = report.skipped, report.duplicate_groups
     columns = st.columns(4)
-    columns[0].metric("Files found", f"{report.get('num_files', 0):,}")
-    columns[1].metric("Images kept", f"{report.get('num_images', 0):,}")
+    columns[0].metric("Files found", f"{report.num_files:,}")
+    columns[1].metric("Images kept", f"{report.num_images:,}")
     columns[2].metric("Skipped (unreadable)", f"{len(skipped):,}")
     columns[3].metric("Duplicate groups", f"{len(duplicate_groups):,}",
-                      help=f"{len(report.get('duplicates_removed') or []):,} extra copies removed")
-    seconds = report.get("seconds")
-    st.caption(f"Source: {report.get('source')} ({report.get('layout')} layout), {report.get('image_size')} px"
-               + (" — loaded from the cache" if report.get("from_cache") else
-                  (f" — {seconds:.1f} s" if isinstance(seconds, (int, float)) else "")))
+                      help=f"{len(report.duplicates_removed):,} extra copies removed")
+    st.caption(f"Source: {report.source} ({report.layout} layout), {report.image_size} px"
+               + (" — loaded from the cache" if report.from_cache else f" — {report.seconds:.1f} s"))
     if skipped:
         st.markdown("**Skipped files and why**")
         st.dataframe(pd.DataFrame(skipped), hide_index=True, height=min(400, 38 + 35 * len(skipped)))
     if duplicate_groups:
         with st.expander(f"{len(duplicate_groups)} group(s) of byte-identical files"):
             st.dataframe(pd.DataFrame({"files": [", ".join(group) for group in duplicate_groups]}), hide_index=True)
-    overlap = report.get("overlap_removed") or []
+    overlap = report.overlap_removed
     if overlap:
         st.info(f"{len(overlap):,} training image(s) removed because their patient also appears in the test split.")
-    ignored = report.get("ignored") or []
+    ignored = report.ignored
     if ignored:
         with st.expander(f"{len(ignored)} entry(ies) ignored (not part of the data set)"):
             st.write(", ".join(ignored[:200]))
@@ -239,7 +237,7 @@ def explore_section() -> None:
         st.info("No data set imported yet. Import one above: a folder on the server (for example the Kaggle "
                 "chest_xray folder), a .zip of such a folder, or a MedMNIST-style .npz.")
         return
-    names = [entry["name"] for entry in entries]
+    names = [entry.name for entry in entries]
     wanted = st.session_state.get(ui.KEY_DATASET)
     name = st.selectbox("Data set", names, index=names.index(wanted) if wanted in names else 0)
     st.session_state[ui.KEY_DATASET] = name
@@ -265,7 +263,7 @@ def explore_section() -> None:
             augmentation_preview(dataset)
     if report_tab.open:
         with report_tab, ui.guarded("Showing the import report"):
-            show_report(ui.as_dict(dataset.report))
+            show_report(dataset.report)
 
 
 def main() -> None:
@@ -273,7 +271,7 @@ def main() -> None:
     import_section()
     report = st.session_state.get(ui.KEY_IMPORT_REPORT)
     if report:
-        with st.expander(f"Last import: {report.get('name')}", expanded=True):
+        with st.expander(f"Last import: {report.name}", expanded=True):
             show_report(report)
     explore_section()
 

@@ -287,15 +287,15 @@ def start_section(summaries: list) -> None:
         st.info("No data set to train on yet: import one on the Data page first.")
         ui.link_to("data")
         return
-    names = [entry["name"] for entry in entries]
+    names = [entry.name for entry in entries]
     wanted = st.session_state.get(ui.KEY_DATASET)
     name = st.selectbox("Data set", names, index=names.index(wanted) if wanted in names else 0,
                         key="train_dataset", help="The imported data set to train on (import more on the Data "
                                                   "page). Its images' size is the model's input size.")
     entry = entries[names.index(name)]
-    image_size = int(entry.get("image_size") or TrainingConfig().image_size)
-    counts = entry.get("counts") or {}
-    num_train = sum((counts.get("train") or {}).values())
+    image_size = entry.image_size or TrainingConfig().image_size
+    counts = entry.counts
+    num_train = entry.split_size("train")
     st.caption(f"{image_size} px images; " + ", ".join(f"{split}: {sum(c.values()):,}" for split, c in counts.items()))
     values, summary_slot = settings_form(image_size)
     config = None
@@ -307,7 +307,7 @@ def start_section(summaries: list) -> None:
     summary_slot.caption("Advanced: " + settings_summary(config))
     estimate_section(config, num_train)
     going = [summary for summary in summaries
-             if ui.field_of(summary, "dataset") == name and ui.run_state_of(summary) in ui.ACTIVE_STATES]
+             if summary.dataset == name and summary.state in ui.ACTIVE_STATES]
     reason = (f"A run on {name} is going ({run_text.run_name(going[0])}): Start is available again when it "
               "ends. Stop it below to start another now." if going else None)
     if st.button("Start training", type="primary", icon=":material/play_arrow:", disabled=bool(going),
@@ -439,8 +439,8 @@ def follow_section(summaries: list, labels: dict) -> None:
     if not summaries:
         st.caption("No run yet: choose the settings above and press Start training.")
         return
-    ids = [ui.run_id_of(summary) for summary in summaries]
-    states = {ui.run_id_of(summary): ui.run_state_of(summary) for summary in summaries}
+    ids = [summary.run_id for summary in summaries]
+    states = {summary.run_id: summary.state for summary in summaries}
     followed = st.session_state.get(ui.KEY_FOLLOWED_RUN)
     if followed not in ids:
         # After a refresh or from another browser: the run that is going on, else the newest.
@@ -452,7 +452,7 @@ def follow_section(summaries: list, labels: dict) -> None:
                           help="Runs are named by model, data set and start time (UTC), with their best "
                                "validation AUC.")
     st.session_state[ui.KEY_FOLLOWED_RUN] = run_id
-    names = {ui.run_id_of(summary): run_text.run_name(summary) for summary in summaries}
+    names = {summary.run_id: run_text.run_name(summary) for summary in summaries}
     active = runs.read_status(run_id).get("state") in ui.ACTIVE_STATES
 
     @st.fragment(run_every=REFRESH_SECONDS if active else None)
@@ -467,17 +467,16 @@ def runs_table(summaries: list) -> pd.DataFrame:
     """One row per run in words: no "epoch 0" or empty figures while a run trains."""
     rows = []
     for summary in summaries:
-        run_id = ui.run_id_of(summary)
-        row = ui.as_dict(summary)
-        status = {"state": row.get("state"), "epochs": row.get("epochs"), "epoch": row.get("epoch"),
-                  "message": row.get("message")}
+        run_id = summary.run_id
+        status = {"state": summary.state, "epochs": summary.epochs, "epoch": summary.epoch,
+                  "message": summary.message}
         try:
             finished = stopped_runs.finished_epochs(run_id)
             training = runs.read_config(run_id).get("training", {})
             status = runs.read_status(run_id)
         except (ValueError, OSError):
             finished, training = 0, {}
-        state = row.get("state")
+        state = summary.state
         if state in ("running", "stopping"):
             progress = f"epoch {status.get('epoch') or 1} of {status.get('epochs')}"
         elif state == "queued":
@@ -491,9 +490,9 @@ def runs_table(summaries: list) -> pd.DataFrame:
         rows.append({"run": run_text.run_name(summary),
                      "state": run_text.state_text(status, finished) if state not in ui.ACTIVE_STATES
                      else {"queued": "waiting in the queue", "stopping": "stopping"}.get(state, "training"),
-                     "progress": progress, "best val AUC": figure(row.get("best_val_auc")),
-                     "best val accuracy": figure(row.get("best_val_accuracy")),
-                     "test AUC": figure(row.get("test_auc")), "test accuracy": figure(row.get("test_accuracy")),
+                     "progress": progress, "best val AUC": figure(summary.best_val_auc),
+                     "best val accuracy": figure(summary.best_val_accuracy),
+                     "test AUC": figure(summary.test_auc), "test accuracy": figure(summary.test_accuracy),
                      "settings": ", ".join(f"{name} {training[name]:g}" if isinstance(training.get(name), float)
                                            else f"{name} {training.get(name)}"
                                            for name in ("optimizer", "learning_rate", "batch_size",
@@ -508,7 +507,7 @@ def runs_section() -> None:
     if not summaries:
         st.caption("No run yet.")
         return
-    active = any(ui.run_state_of(summary) in ui.ACTIVE_STATES for summary in summaries)
+    active = any(summary.state in ui.ACTIVE_STATES for summary in summaries)
 
     # The table and the comparison follow the runs as they train: read again on every refresh.
     @st.fragment(run_every=REFRESH_SECONDS if active else None)
@@ -517,7 +516,7 @@ def runs_section() -> None:
             current = ui.list_runs()
             labels = run_text.run_labels(current)
             st.dataframe(runs_table(current), hide_index=True)
-            queue = [ui.run_id_of(summary) for summary in current if ui.run_state_of(summary) in ui.ACTIVE_STATES]
+            queue = [summary.run_id for summary in current if summary.state in ui.ACTIVE_STATES]
             if len(queue) > 1:
                 st.caption("Queue: " + " → ".join(labels[run_id] for run_id in queue))
             compare_section(current, labels)
@@ -527,7 +526,7 @@ def runs_section() -> None:
 
 def compare_section(summaries: list, labels: dict) -> None:
     st.markdown("**Compare runs**")
-    ids = [ui.run_id_of(summary) for summary in summaries]
+    ids = [summary.run_id for summary in summaries]
     default = [run_id for run_id in ids if run_id in st.session_state.get(ui.KEY_COMPARE_RUNS, [])] or ids[:2]
     # No widget key: a label changes while its run trains (AUC, state), and a keyed multiselect then fails to
     # restore its stored choice; the choice is kept as plain run ids instead.

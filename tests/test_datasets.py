@@ -419,3 +419,21 @@ def test_server_folder_guard(tmp_path, monkeypatch, folder_dataset):
         check_server_folder(tmp_path.parent)
     with pytest.raises(DatasetError, match="outside the folders"):
         check_server_folder(folder_dataset.parent / ".." / "elsewhere")
+
+
+def test_an_import_is_reported_and_listed_as_typed_frozen_records(tmp_path):
+    import dataclasses
+
+    from cxr.dataset_records import DatasetEntry, ImportReport
+
+    report = import_dataset(write_folder_dataset(tmp_path / "flat", splits=(None,), per_class=30), name="flat",
+                            config=SMALL)
+    stored = load_dataset("flat").report  # read back from dataset.json
+    assert isinstance(stored, ImportReport) and stored == report
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        report.num_images = 0
+    (entry,) = list_datasets()
+    assert isinstance(entry, DatasetEntry) and entry.name == "flat" and entry.image_size == 32
+    assert entry.split_size("train") == sum(report.counts["train"].values()) > 0
+    assert entry.split_size("missing") == 0
+    assert sum(entry.split_size(split) for split in entry.counts) == report.num_images == 60

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cxr.run_text import format_seconds, progress, run_label, run_labels, state_text
+from cxr.runs import RunSummary
 
 
-def summary(run_id="20261126-105222-fast-3fa2c1", **fields):
-    values = {"run_id": run_id, "model": "fast", "dataset": "kermany", "state": "finished",
-              "created": "2026-11-26T10:52:22.123456+00:00", "best_val_auc": 0.87351}
+def summary(run_id="20261126-105222-fast-3fa2c1", **fields) -> RunSummary:
+    values = {"run_id": run_id, "path": Path(run_id), "model": "fast", "dataset": "kermany", "state": "finished",
+              "epoch": None, "epochs": None, "created": "2026-11-26T10:52:22.123456+00:00", "best_val_auc": 0.87351}
     values.update(fields)
-    return values
+    return RunSummary(**values)
 
 
 def test_a_run_reads_as_model_data_set_time_and_auc():

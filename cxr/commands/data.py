@@ -111,6 +111,6 @@ def run_list(args: argparse.Namespace) -> int:
         print("No data sets imported yet. Import one with: python -m cxr data import PATH")
         return 0
     for item in found:
-        total = sum(sum(counts.values()) for counts in item["counts"].values())
-        print(f"{item['name']:30s} {item['image_size']:>4} px  {total:>6} images  {item['created']}")
+        total = sum(item.split_size(split) for split in item.counts)
+        print(f"{item.name:30s} {item.image_size:>4} px  {total:>6} images  {item.created}")
     return 0
