@@ -137,8 +137,71 @@ def test_a_linear_exact_window_follows_the_standard_formula():
         assert set(decoded[stored == value].tolist()) == {expected}, value
 
 
+def own_range(stored: np.ndarray) -> np.ndarray:
+    """The image scaled by its own range (0..1020 -> 0..255): what a file without a usable window shows."""
+    return np.rint(stored / 1020.0 * 255).astype(np.uint8)
+
+
 @pytest.mark.parametrize("function, width", [("SIGMOID", 0), ("LINEAR_EXACT", 0), ("LINEAR", 1), ("GAMMA", 400)])
 def test_a_window_the_standard_does_not_allow_falls_back_to_the_images_range(function, width):
     stored = ramp_10_bit()
     data = make_dicom(stored, bits_stored=10, WindowCenter=500, WindowWidth=width, VOILUTFunction=function)
-    np.testing.assert_array_equal(decode_image(data).pixels, np.rint(stored / 1020.0 * 255).astype(np.uint8))
+    np.testing.assert_array_equal(decode_image(data).pixels, own_range(stored))
+
+
+def test_the_narrowest_windows_the_standard_allows_are_applied():
+    # LINEAR needs a width over 1 (it divides by w - 1); LINEAR_EXACT and SIGMOID any positive width.
+    stored = ramp_10_bit().astype(np.float64)
+    linear = decode_image(make_dicom(ramp_10_bit(), bits_stored=10, WindowCenter=500, WindowWidth=2)).pixels
+    np.testing.assert_array_equal(linear, windowed(stored, 500, 2))
+    for function, expected in (("LINEAR_EXACT", linear_exact_window(stored, 500, 1)),
+                               ("SIGMOID", sigmoid_window(stored, 500, 0.5))):
+        width = 1 if function == "LINEAR_EXACT" else 0.5
+        data = make_dicom(ramp_10_bit(), bits_stored=10, WindowCenter=500, WindowWidth=width, VOILUTFunction=function)
+        np.testing.assert_array_equal(decode_image(data).pixels, expected)
+
+
+def test_an_empty_voi_lut_function_is_the_default_linear():
+    stored = ramp_10_bit()
+    data = make_dicom(stored, bits_stored=10, WindowCenter=500, WindowWidth=400, VOILUTFunction="")
+    np.testing.assert_array_equal(decode_image(data).pixels, windowed(stored.astype(np.float64), 500, 400))
+
+
+@pytest.mark.parametrize("window", [{"WindowCenter": 500}, {"WindowWidth": 400},
+                                    {"WindowCenter": "nan", "WindowWidth": 400},
+                                    {"WindowCenter": 500, "WindowWidth": "inf"}], ids=["no width", "no center",
+                                                                                      "nan center", "inf width"])
+def test_an_incomplete_or_non_finite_window_falls_back_to_the_images_range(window):
+    stored = ramp_10_bit()
+    np.testing.assert_array_equal(decode_image(make_dicom(stored, bits_stored=10, **window)).pixels, own_range(stored))
+
+
+def voi_lut_item(table: list[int] | None):
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.LUTDescriptor = [1024, 0, 16]
+    if table is not None:
+        item.LUTData = np.asarray(table, np.uint16).tobytes()
+    return item
+
+
+def test_a_voi_lut_sequence_wins_over_a_window_and_a_broken_one_falls_back_to_the_range():
+    stored = ramp_10_bit()
+    inverse = [1023 - index for index in range(1024)]  # a LUT that reverses the gray levels
+    data = make_dicom(stored, bits_stored=10, VOILUTSequence=[voi_lut_item(inverse)], WindowCenter=500,
+                      WindowWidth=400)
+    np.testing.assert_array_equal(decode_image(data).pixels, 255 - own_range(stored))
+    broken = make_dicom(stored, bits_stored=10, VOILUTSequence=[voi_lut_item(None)])  # a descriptor, no data
+    np.testing.assert_array_equal(decode_image(broken).pixels, own_range(stored))
+
+
+def test_a_broken_modality_lut_falls_back_to_the_stored_values():
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.LUTDescriptor = [1024, 0, 16]  # and no LUTData
+    item.ModalityLUTType = "US"
+    stored = ramp_10_bit()
+    np.testing.assert_array_equal(decode_image(make_dicom(stored, bits_stored=10, ModalityLUTSequence=[item])).pixels,
+                                  own_range(stored))

@@ -57,6 +57,7 @@ def test_the_zip_without_a_hostile_entry_imports(tmp_path):
     ("C:/evil/normal/a.png", "absolute path"),  # drive letters
     ("c:evil.png", "absolute path"),
     ("\\\\server\\share\\a.png", "absolute path"),  # UNC
+    ("/etc/normal/a.png", "absolute path"),  # and a POSIX one among them
 ])
 def test_zip_with_windows_style_unsafe_entries_is_refused(tmp_path, entry, message):
     with pytest.raises(DatasetError, match=message):

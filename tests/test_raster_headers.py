@@ -79,6 +79,15 @@ def test_png_width_with_the_top_bit_set_is_read_unsigned_and_refused(monkeypatch
     assert decoder_calls == []
 
 
+def test_png_chunk_length_over_2_gib_is_truncated_not_read_backwards():
+    # The length field is unsigned: 0xFFFFFFFF runs past the end of the file. Read as signed (-1) it
+    # would step back 1 byte onto a fake IEND planted there.
+    good = handmade_png(16, 16, 8, 0, [bytes(range(16))] * 16)
+    hostile = good[:33] + struct.pack(">I", 0xFFFFFFFF) + b"tEXt" + b"\0\0\0" + b"\0\0\0\0IEND" + good[33:]
+    with pytest.raises(ImageError, match="'l.png' is a truncated PNG"):
+        decode_image(hostile, name="l.png")
+
+
 def test_png_16_bit_gray_alpha_decodes_as_gray16():
     rows = [struct.pack(">" + "H" * 32, *[value * 1000 if index % 2 == 0 else 65535 for index, value in
                                           enumerate(range(32))]) for _ in range(16)]
@@ -185,6 +194,62 @@ def test_jpeg_height_zero_or_one():
     assert header("jpeg", jpeg_with_frame(0xC0, 8, 300, 1, 1)) == ("jpeg", 300, 1, 8, "gray")
     with pytest.raises(ImageError, match="'one.jpg' is only 300 x 1 pixels"):
         decode_image(jpeg_with_frame(0xC0, 8, 300, 1, 1), name="one.jpg")
+
+
+def opencv_jpeg_with(before_scan: bytes = b"", after_start: bytes = b"") -> bytes:
+    """OpenCV's 300 x 24 gray JPEG with ``after_start`` right after SOI and ``before_scan`` right before SOS."""
+    data = encode(gradient(24, 300), ".jpg")
+    scan = data.index(b"\xff\xda")
+    return data[:2] + after_start + data[2:scan] + before_scan + data[scan:]
+
+
+def thumbnail_segment() -> bytes:
+    """An APP1 holding a complete small JPEG (like an EXIF thumbnail): its own SOI, frame, scan and EOI."""
+    thumbnail = encode(gradient(8, 8), ".jpg")
+    return segment(0xE1, b"Exif\0\0" + thumbnail)
+
+
+def test_jpeg_with_a_segment_longer_than_32_kib_before_the_frame():
+    # ICC profiles (APP2) and EXIF blocks (APP1) reach 64 KiB; a length over 32767 is still unsigned.
+    icc = segment(0xE2, b"ICC_PROFILE\0\1\1" + bytes(range(256)) * 160)  # 40,974 bytes
+    assert struct.unpack(">H", icc[2:4])[0] > 32767
+    data = opencv_jpeg_with(after_start=icc)
+    assert header("jpeg", data) == ("jpeg", 300, 24, 8, "gray")
+    np.testing.assert_array_equal(decode_image(data).pixels, decode_image(encode(gradient(24, 300), ".jpg")).pixels)
+    with pytest.raises(ImageError, match="'c.jpg' is a truncated JPEG"):
+        decode_image(data[:-40], name="c.jpg")
+
+
+def test_jpeg_markers_between_the_frame_and_the_scan_are_walked_to_find_the_scan():
+    # A thumbnail (with its own end marker) and parameterless TEM / RST0 / RST7 markers after the
+    # frame: the scan is still found after them, so the file is whole, and a cut copy is not.
+    plain = decode_image(encode(gradient(24, 300), ".jpg")).pixels
+    for before_scan in (thumbnail_segment(), b"\xff\x01\xff\xd0\xff\xd7", b"\xff\xff\xff\xd7" + thumbnail_segment()):
+        data = opencv_jpeg_with(before_scan=before_scan)
+        np.testing.assert_array_equal(decode_image(data).pixels, plain)
+        for cut in (len(data) - 40, data.rindex(b"\xff\xda") + 20):  # the main scan's is the last SOS
+            with pytest.raises(ImageError, match="'c.jpg' is a truncated JPEG"):
+                decode_image(data[:cut], name="c.jpg")
+
+
+def test_jpeg_cut_before_its_scan_is_truncated_even_with_a_thumbnails_end_marker_inside():
+    data = opencv_jpeg_with(after_start=thumbnail_segment())
+    scan = data.rindex(b"\xff\xda")  # the main scan's (the thumbnail's comes first)
+    assert data.rfind(b"\xff\xd9", 0, scan) > 0  # the thumbnail's end marker, before the cut
+    for cut in (scan, scan - 31 - 4, scan - 3):  # at a segment boundary, at the last DHT, inside it
+        with pytest.raises(ImageError, match="'c.jpg' is a truncated JPEG"):
+            decode_image(data[:cut], name="c.jpg")
+
+
+def test_jpeg_with_an_end_marker_or_junk_between_frame_and_scan_is_refused():
+    # An end of image before any scan: the image ends there (its scan is lost), even if a scan and a
+    # second end follow, so the file is refused as truncated, before the decoder sees it.
+    for between in (b"\xff\xd9", b"\xff\xd9\x00\x02"):
+        with pytest.raises(ImageError, match="'e.jpg' is a truncated JPEG"):
+            decode_image(opencv_jpeg_with(before_scan=between), name="e.jpg")
+    # Bytes that are not a marker where one must be (libjpeg itself would skip them with a warning).
+    with pytest.raises(ImageError, match="'e.jpg'"):
+        decode_image(opencv_jpeg_with(before_scan=b"\x00\x00"), name="e.jpg")
 
 
 @pytest.mark.parametrize("marker", [0xC0, 0xC2])

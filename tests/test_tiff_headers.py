@@ -285,3 +285,52 @@ def test_oversized_tiff_is_refused_from_its_header_before_decoding(order, size_t
                                          r"more than the 80,000,000 accepted"):
         decode_image(data, name="bomb.tiff")
     assert decoder_calls == []
+
+
+@pytest.mark.parametrize("bits, mode", [(1, "gray"), (4, "gray"), (8, "gray"), (9, "gray16"), (12, "gray16"),
+                                        (16, "gray16")])
+def test_gray_bit_depths_from_the_header(bits, mode):
+    data = tiff_file([{"pixels": ramp(20, 300), "extra": {258: (SHORT, [bits])}}], order=">")
+    assert header(data) == ("tiff", 300, 20, bits, mode)
+
+
+def test_offsets_and_counts_are_unsigned_never_read_from_the_end_of_the_file():
+    # Read as signed, an offset of 2^31 or more is negative and Python would slice from the file's end.
+    pixels = ramp(20, 300)
+    tail = struct.pack(">H", 2) + struct.pack(">HHIHH", 256, SHORT, 1, 300, 0) + struct.pack(">HHIHH", 257, SHORT,
+                                                                                             1, 20, 0)
+    tail += bytes(4)  # no next directory
+    data = tiff_file([{"pixels": pixels}], order=">") + tail  # a well-formed directory as the last 30 bytes
+    pointing_past_the_end = data[:4] + struct.pack(">I", 2**32 - len(tail)) + data[8:]
+    with pytest.raises(ImageError, match="TIFF header is damaged or truncated"):
+        decode_image(pointing_past_the_end)
+    # RGB whose BitsPerSample list is said to be 2^32 - 4 bytes in (the last 4 bytes hold 16, 16): not read.
+    rgb = tiff_file([{"pixels": np.dstack([pixels] * 3), "photometric": 2}], order=">") + struct.pack(">HH", 16, 16)
+    (directory,) = struct.unpack(">I", rgb[4:8])
+    entry = _entry_position(rgb, ">", directory, 258)
+    rgb = rgb[:entry + 8] + struct.pack(">I", 2**32 - 4) + rgb[entry + 12:]
+    assert header(rgb) == ("tiff", 300, 20, 8, "rgb")
+    # A width field whose count (2^32 - 1 values) cannot fit the entry: its values are elsewhere, not inline.
+    gray = tiff_file([{"pixels": pixels}], order=">")
+    entry = _entry_position(gray, ">", 8, 256)
+    gray = gray[:entry + 4] + struct.pack(">I", 2**32 - 1) + gray[entry + 8:]
+    with pytest.raises(ImageError, match="TIFF header is damaged or truncated"):
+        decode_image(gray)
+
+
+@pytest.mark.parametrize("order", ["<", ">"], ids=["II", "MM"])
+def test_a_long_width_of_2_gib_or_more_is_refused_as_too_large(order, monkeypatch):
+    decoder_calls = spy_on_decoder(monkeypatch)
+    data = tiff_file([{"pixels": ramp(20, 300), "size_type": LONG, "width": 2**31 + 5}], order=order)
+    with pytest.raises(ImageError, match=r"is 2147483653 x 20 pixels \(42,949,673,060\), more than"):
+        decode_image(data)
+    assert decoder_calls == []
+
+
+def _entry_position(data: bytes, order: str, directory: int, tag: int) -> int:
+    (count,) = struct.unpack(order + "H", data[directory:directory + 2])
+    for index in range(count):
+        position = directory + 2 + 12 * index
+        if struct.unpack(order + "H", data[position:position + 2])[0] == tag:
+            return position
+    raise LookupError(tag)
