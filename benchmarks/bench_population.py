@@ -12,7 +12,6 @@ training images only (models/default/population.json says which).
 
 from __future__ import annotations
 
-import io
 import statistics
 import sys
 import time
@@ -22,33 +21,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the DICOM writer is the tests' own (helpers_data.make_dicom)
 SHARED = ROOT.parent / "shared" / "data"
 REPEATS = 5
-
-
-def dicom_bytes(pixels: np.ndarray, **attributes) -> bytes:
-    """A CR chest PA DICOM holding ``pixels`` ((h, w) uint8) with ``attributes`` in its header."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset = Dataset()
-    dataset.file_meta = meta
-    dataset.SOPClassUID, dataset.SOPInstanceUID = SecondaryCaptureImageStorage, meta.MediaStorageSOPInstanceUID
-    dataset.Modality, dataset.BodyPartExamined, dataset.ViewPosition = "CR", "CHEST", "PA"
-    dataset.Rows, dataset.Columns = pixels.shape
-    dataset.SamplesPerPixel, dataset.PhotometricInterpretation = 1, "MONOCHROME2"
-    dataset.BitsAllocated = dataset.BitsStored = 8
-    dataset.HighBit, dataset.PixelRepresentation = 7, 0
-    for keyword, value in attributes.items():
-        setattr(dataset, keyword, value)
-    dataset.PixelData = np.ascontiguousarray(pixels).tobytes()
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 def screenshot() -> np.ndarray:
@@ -98,12 +73,13 @@ def main() -> None:
 
     train_image = sorted((SHARED / "chest_xray" / "train" / "NORMAL").glob("*.jpeg"))[0]
     pediatric_pixels = load_image(train_image, 224)[0]
+    from helpers_data import make_dicom
     from skimage import data as skimage_data  # scikit-image: a dev dependency, used for a real photograph
 
     cases = [
         ("tibia DICOM (RG3_J2KI_tibia.dcm)", (SHARED / "dicom" / "RG3_J2KI_tibia.dcm").read_bytes()),
-        ("DICOM, PatientAge 045Y, pixels of a Kermany train image", dicom_bytes(pediatric_pixels, PatientAge="045Y")),
-        ("the same DICOM with PatientAge 004Y", dicom_bytes(pediatric_pixels, PatientAge="004Y")),
+        ("DICOM, PatientAge 045Y, pixels of a Kermany train image", make_dicom(pediatric_pixels, PatientAge="045Y")),
+        ("the same DICOM with PatientAge 004Y", make_dicom(pediatric_pixels, PatientAge="004Y")),
         ("colour photograph (scikit-image chelsea)", png(skimage_data.chelsea()[..., ::-1])),
         ("screenshot of a window with text", png(screenshot())),
         ("uniform grey 512x512", png(np.full((512, 512), 128, np.uint8))),

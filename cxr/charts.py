@@ -298,14 +298,19 @@ def confusion_matrix_chart(matrix: Any, *, class_names: Sequence[str] = CLASS_NA
     return (cells + text).properties(title=title or "Confusion matrix", width=300, height=300)
 
 
+def _paired(x: Any, y: Any, chart: str) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as flat float arrays; ``ValueError`` naming ``chart`` unless equally long and non-empty."""
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError(f"{chart} needs two equal-length, non-empty arrays; received lengths {x.size} and "
+                         f"{y.size}.")
+    return x, y
+
+
 def _curve_chart(x: Any, y: Any, *, x_title: str, y_title: str, title: str, diagonal: bool,
                  points: Mapping[str, tuple[float, float]] | None):
     alt = _altair()
-    x = np.asarray(x, dtype=float).ravel()
-    y = np.asarray(y, dtype=float).ravel()
-    if x.shape != y.shape or x.size == 0:
-        raise ValueError(f"{title} needs two equal-length, non-empty arrays; received lengths {x.size} and "
-                         f"{y.size}.")
+    x, y = _paired(x, y, title)
     # order keeps the curve drawn in the order the points were computed (PR curves turn back on x).
     frame = pd.DataFrame({"x": x, "y": y, "order": np.arange(x.size)})
     axes = dict(x=alt.X("x:Q", title=x_title, scale=alt.Scale(domain=[0, 1])),
@@ -354,11 +359,7 @@ def calibration_chart(mean_predicted: Any, fraction_positive: Any, *, counts: An
     (sets the point size, so a bin of three images does not look as sure as one of three hundred).
     """
     alt = _altair()
-    mean_predicted = np.asarray(mean_predicted, dtype=float).ravel()
-    fraction_positive = np.asarray(fraction_positive, dtype=float).ravel()
-    if mean_predicted.shape != fraction_positive.shape or mean_predicted.size == 0:
-        raise ValueError(f"calibration_chart needs two equal-length, non-empty arrays; received lengths "
-                         f"{mean_predicted.size} and {fraction_positive.size}.")
+    mean_predicted, fraction_positive = _paired(mean_predicted, fraction_positive, "calibration_chart")
     frame = pd.DataFrame({"predicted": mean_predicted, "observed": fraction_positive})
     frame["images"] = np.asarray(counts, dtype=int).ravel() if counts is not None else 1
     axes = dict(x=alt.X("predicted:Q", title="Mean predicted P(pneumonia)", scale=alt.Scale(domain=[0, 1])),

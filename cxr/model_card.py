@@ -169,20 +169,22 @@ def build_model_card(
     }
 
 
-def _percent(entry: dict | None) -> str:
+def _interval(entry: dict | None, *, scale: float, digits: int, unit: str = "") -> str:
+    """``{value, low, high}`` as "86.9 % (84.1-89.4)" (or without the interval when it is unknown)."""
     if not entry or entry.get("value") is None:
         return "n/a"
+    value = f"{scale * entry['value']:.{digits}f}{unit}"
     if entry.get("low") is None:
-        return f"{100 * entry['value']:.1f} %"
-    return f"{100 * entry['value']:.1f} % ({100 * entry['low']:.1f}-{100 * entry['high']:.1f})"
+        return value
+    return f"{value} ({scale * entry['low']:.{digits}f}-{scale * entry['high']:.{digits}f})"
+
+
+def _percent(entry: dict | None) -> str:
+    return _interval(entry, scale=100, digits=1, unit=" %")
 
 
 def _auc(entry: dict | None) -> str:
-    if not entry or entry.get("value") is None:
-        return "n/a"
-    if entry.get("low") is None:
-        return f"{entry['value']:.3f}"
-    return f"{entry['value']:.3f} ({entry['low']:.3f}-{entry['high']:.3f})"
+    return _interval(entry, scale=1, digits=3)
 
 
 def render_markdown(card: dict[str, Any]) -> str:

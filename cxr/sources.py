@@ -223,31 +223,31 @@ def read_npz_splits(npz_path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
                            "(np.savez with uint8 images and integer labels).") from error
     except (OSError, zipfile.BadZipFile, EOFError) as error:
         raise DatasetError(f"{npz_path.name} is not a readable .npz file ({error}). {LAYOUTS_ACCEPTED}") from error
-    splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for prefix in ("train", "val", "test"):
-        images, labels = arrays.get(f"{prefix}_images"), arrays.get(f"{prefix}_labels")
-        if images is None and labels is None:
-            continue
-        if images is None or labels is None:
-            raise DatasetError(f"{npz_path.name} has {prefix}_images or {prefix}_labels but not both.")
-        labels = np.asarray(labels).reshape(len(labels), -1)[:, 0] if np.asarray(labels).ndim > 1 else labels
-        if images.ndim == 4 and images.shape[-1] in (1, 3, 4):
-            pass
-        elif images.ndim != 3:
-            raise DatasetError(f"{npz_path.name}: {prefix}_images has shape {images.shape}; expected (n, h, w) or "
-                               "(n, h, w, channels).")
-        if len(images) != len(labels):
-            raise DatasetError(f"{npz_path.name}: {prefix}_images has {len(images)} images but {prefix}_labels "
-                               f"has {len(labels)} labels.")
-        values = set(np.unique(labels).tolist())
-        if not values <= {0, 1}:
-            raise DatasetError(f"{npz_path.name}: {prefix}_labels holds {sorted(values)}; expected 0 (normal) "
-                               "and 1 (pneumonia) only.")
-        splits[prefix] = (images, np.asarray(labels, dtype=np.int64))
+    splits = {prefix: _npz_split(npz_path.name, prefix, arrays.get(f"{prefix}_images"), arrays.get(f"{prefix}_labels"))
+              for prefix in ("train", "val", "test") if f"{prefix}_images" in arrays or f"{prefix}_labels" in arrays}
     if "train" not in splits:
         raise DatasetError(f"{npz_path.name} has no train_images/train_labels (keys found: "
                            f"{sorted(arrays)}). {LAYOUTS_ACCEPTED}")
     return splits
+
+
+def _npz_split(file_name: str, prefix: str, images: np.ndarray | None,
+               labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """One split of an ``.npz``: ``(images (n, h, w[, c]), labels (n,) int64)``, or ``DatasetError``."""
+    if images is None or labels is None:
+        raise DatasetError(f"{file_name} has {prefix}_images or {prefix}_labels but not both.")
+    labels = np.asarray(labels).reshape(len(labels), -1)[:, 0] if np.asarray(labels).ndim > 1 else labels
+    if images.ndim != 3 and not (images.ndim == 4 and images.shape[-1] in (1, 3, 4)):
+        raise DatasetError(f"{file_name}: {prefix}_images has shape {images.shape}; expected (n, h, w) or "
+                           "(n, h, w, channels).")
+    if len(images) != len(labels):
+        raise DatasetError(f"{file_name}: {prefix}_images has {len(images)} images but {prefix}_labels "
+                           f"has {len(labels)} labels.")
+    values = set(np.unique(labels).tolist())
+    if not values <= {0, 1}:
+        raise DatasetError(f"{file_name}: {prefix}_labels holds {sorted(values)}; expected 0 (normal) "
+                           "and 1 (pneumonia) only.")
+    return images, np.asarray(labels, dtype=np.int64)
 
 
 def _npz_source(npz_path: Path) -> Source:

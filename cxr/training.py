@@ -170,14 +170,8 @@ def _mark_stopped(run_dir: Path, config: TrainingConfig, stop_reason: str) -> Tr
     return TrainingResult("stopped", run_dir, done)
 
 
-def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chief: bool,
-           extra_callbacks: tuple, verbose) -> TrainingResult:
-    strategy = make_strategy(config.strategy)  # first: multi-worker must start before other TF work
-    from cxr.tensorflow_loader import keras
-
-    _set_determinism(config.seed)
-    (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
-    arrays = training_arrays(dataset, config)
+def _input_data(arrays: dict, config: TrainingConfig) -> tuple[Any, Any, int]:
+    """(training ``tf.data`` — shuffled, augmented, class-weighted —, validation ``tf.data``, steps per epoch)."""
     train_images, train_labels = arrays["train"]
     steps_per_epoch = math.ceil(len(train_images) / config.batch_size)
     if config.max_batches_per_epoch is not None:
@@ -189,30 +183,26 @@ def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chie
                               weights=class_weights(train_labels, config.class_weighting),
                               max_batches=config.max_batches_per_epoch)
     validation_data = make_dataset(*arrays["val"], batch_size=config.batch_size, training=False)
+    return train_data, validation_data, steps_per_epoch
 
-    checkpoint_state, initial_epoch = None, 0
-    if resume:
-        checkpoint_state = runs.read_checkpoint_info(run_dir)
-        if checkpoint_state and not (run_dir / runs.CHECKPOINT_FILE).exists():
-            checkpoint_state = None
-    with strategy.scope():
-        if checkpoint_state:
-            initial_epoch = int(checkpoint_state["epoch"])
-            from cxr.models import register_layers
 
-            register_layers()
-            model = keras.models.load_model(run_dir / runs.CHECKPOINT_FILE, safe_mode=True)
-        else:
-            model = _build_compiled_model(config, steps_per_epoch)
-    if chief:
-        runs.truncate_history(run_dir, initial_epoch)
-        truncate_batch_log(run_dir, initial_epoch)
-        if initial_epoch == 0:
-            (run_dir / runs.HISTORY_FILE).unlink(missing_ok=True)
+def _load_checkpoint(run_dir: Path):
+    """The model and optimizer state of the last finished epoch (``checkpoint.keras``), for a resume."""
+    from cxr.models import register_layers
+    from cxr.tensorflow_loader import keras
 
+    register_layers()
+    return keras.models.load_model(run_dir / runs.CHECKPOINT_FILE, safe_mode=True)
+
+
+def _callbacks(config: TrainingConfig, run_dir: Path, *, chief: bool, checkpoint_state: dict | None,
+               initial_epoch: int, steps_per_epoch: int, validation_batches: int) -> list:
+    """The learning-rate plateau (when asked), TensorBoard (chief, when installed) and ``RunCallback`` last:
+    it checkpoints after the plateau callback changed the rate."""
     from cxr.callbacks import ResumablePlateau, RunCallback
+    from cxr.tensorflow_loader import keras
 
-    callbacks: list = list(extra_callbacks)
+    callbacks: list = []
     plateau = None
     if config.schedule == "plateau":
         plateau = ResumablePlateau((checkpoint_state or {}).get("plateau"), monitor="val_accuracy",
@@ -225,12 +215,37 @@ def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chie
     elif chief:
         print("note: the tensorboard package is not installed; no TensorBoard logs for this run "
               "(pip install tensorboard)", flush=True)
-    run_callback = RunCallback(run_dir, config, steps_per_epoch=steps_per_epoch,
-                               initial_epoch=initial_epoch, checkpoint_state=checkpoint_state,
-                               plateau=plateau, write_files=chief,
-                               validation_batches=math.ceil(len(arrays["val"][1]) / config.batch_size))
-    callbacks.append(run_callback)  # last: it checkpoints after the plateau callback changed the rate
+    callbacks.append(RunCallback(run_dir, config, steps_per_epoch=steps_per_epoch, initial_epoch=initial_epoch,
+                                 checkpoint_state=checkpoint_state, plateau=plateau, write_files=chief,
+                                 validation_batches=validation_batches))
+    return callbacks
 
+
+def _train(dataset, config: TrainingConfig, run_dir: Path, *, resume: bool, chief: bool,
+           extra_callbacks: tuple, verbose) -> TrainingResult:
+    strategy = make_strategy(config.strategy)  # first: multi-worker must start before other TF work
+
+    _set_determinism(config.seed)
+    (run_dir / runs.STOP_FILE).unlink(missing_ok=True)
+    arrays = training_arrays(dataset, config)
+    train_data, validation_data, steps_per_epoch = _input_data(arrays, config)
+
+    checkpoint_state = runs.read_checkpoint_info(run_dir) if resume else None
+    if checkpoint_state and not (run_dir / runs.CHECKPOINT_FILE).exists():
+        checkpoint_state = None
+    initial_epoch = int(checkpoint_state["epoch"]) if checkpoint_state else 0
+    with strategy.scope():
+        model = (_load_checkpoint(run_dir) if checkpoint_state
+                 else _build_compiled_model(config, steps_per_epoch))
+    if chief:
+        runs.truncate_history(run_dir, initial_epoch)
+        truncate_batch_log(run_dir, initial_epoch)
+        if initial_epoch == 0:
+            (run_dir / runs.HISTORY_FILE).unlink(missing_ok=True)
+
+    callbacks = list(extra_callbacks) + _callbacks(
+        config, run_dir, chief=chief, checkpoint_state=checkpoint_state, initial_epoch=initial_epoch,
+        steps_per_epoch=steps_per_epoch, validation_batches=math.ceil(len(arrays["val"][1]) / config.batch_size))
     if config.strategy == "multi-worker":
         prebuild_for_multi_worker(model, strategy, train_data)
     if initial_epoch < config.epochs:

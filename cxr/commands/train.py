@@ -47,6 +47,22 @@ def config_from_args(args: argparse.Namespace, image_size: int | None) -> settin
     return settings.preset(args.preset, **overrides)
 
 
+def _stored_run(run_id: str, *, resume: bool) -> tuple[Path, settings.TrainingConfig, str]:
+    """(run folder, its settings, its data set's path or name) of a run created before (``--run``, ``--resume``);
+    ``RunError`` when a run to resume is not stopped, interrupted, failed or queued."""
+    from cxr import jobs, runs
+
+    run_dir = runs.run_path(run_id)
+    stored = runs.read_config(run_dir)
+    if resume:
+        state = runs.read_status(run_dir)["state"]
+        if state not in jobs.RESUMABLE_STATES + ("queued",):
+            raise RunError(f"Run {run_dir.name} is {state}; only a stopped, interrupted or failed run "
+                           f"can be resumed.")
+    dataset_ref = stored.get("dataset_path") or stored["dataset"]
+    return run_dir, settings.TrainingConfig.from_dict(stored["training"]), dataset_ref
+
+
 def run_train(args: argparse.Namespace) -> int:
     from cxr import distribution, jobs, runs, stop_requests, training
     from cxr.datasets import load_dataset
@@ -56,15 +72,7 @@ def run_train(args: argparse.Namespace) -> int:
     stop_requests.install_stop_signal_handler()
     resume = args.resume is not None
     if resume or args.run:
-        run_dir = runs.run_path(args.resume or args.run)
-        stored = runs.read_config(run_dir)
-        config = settings.TrainingConfig.from_dict(stored["training"])
-        dataset_ref = stored.get("dataset_path") or stored["dataset"]
-        if resume:
-            state = runs.read_status(run_dir)["state"]
-            if state not in jobs.RESUMABLE_STATES + ("queued",):
-                raise RunError(f"Run {run_dir.name} is {state}; only a stopped, interrupted or failed run "
-                               f"can be resumed.")
+        run_dir, config, dataset_ref = _stored_run(args.resume or args.run, resume=resume)
         dataset = None
     else:
         if not args.dataset:
