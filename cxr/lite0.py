@@ -248,3 +248,26 @@ def feature_extractor(image_size: int = 224):
                            name="efficientnet_lite0_features")
     pooled = layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output)
     return keras.Model(backbone.input, pooled, name="lite0_pooled_features")
+
+
+def stage_ends() -> list[int]:
+    """Index of the last block of each stage (7 stages, 16 blocks): [0, 2, 4, 7, 10, 14, 15]."""
+    return [int(value) - 1 for value in np.cumsum([stage[0] for stage in STAGES])]
+
+
+def stage_feature_extractor(image_size: int = 224):
+    """Gray ``(n, s, s, 1)`` 0-255 -> a list of pooled features, one ``(n, c_k)`` float32 array per stage end
+    (c = 16, 24, 40, 80, 112, 192, 320) and the head's ``(n, 1280)`` last: low-level statistics (texture,
+    contrast, noise) as well as the head's object-like features, from one forward pass."""
+    from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import keras_layers as layers
+
+    backbone = build_lite0((image_size, image_size, 1), include_top=False, weights="imagenet",
+                           name="efficientnet_lite0_features")
+    names = {layer.name for layer in backbone.layers}
+    outputs = []
+    for index in stage_ends():
+        last = f"block{index}_add" if f"block{index}_add" in names else f"block{index}_project_bn"
+        outputs.append(layers.GlobalAveragePooling2D(name=f"stage_pool{index}")(backbone.get_layer(last).output))
+    outputs.append(layers.GlobalAveragePooling2D(name="avg_pool")(backbone.output))
+    return keras.Model(backbone.input, outputs, name="lite0_stage_features")

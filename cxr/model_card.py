@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cxr.atomic import atomic_write_json, atomic_write_text
+from cxr.population_detector import card_info
 
 MODEL_CARD_VERSION = 1
 
@@ -165,7 +166,7 @@ def build_model_card(
             *LIMITATIONS[1:],
         ],
         "notes": list(metrics.get("notes") or []),
-        "population": population,
+        "population": card_info(population),
     }
 
 

@@ -28,8 +28,9 @@ import numpy as np
 from cxr.errors import ModelFileError
 from cxr.population import DEFAULT_POPULATION, PEDIATRIC_AGES
 
-NPZ_FILE = "population.npz"
-JSON_FILE = "population.json"
+STEM = "population"
+NPZ_FILE = f"{STEM}.npz"
+JSON_FILE = f"{STEM}.json"
 VERSION = 1
 LITE0 = "efficientnet_lite0"
 CLASSIFIER = "classifier"
@@ -93,20 +94,23 @@ class PopulationDetector:
             return np.full(np.shape(scores), np.nan)
         return 100.0 * np.searchsorted(reference, np.asarray(scores, np.float64), side="right") / reference.size
 
-    def image_scores(self, images: np.ndarray, model: Any = None) -> np.ndarray:
+    def image_scores(self, images: np.ndarray, model: Any = None, model_images: np.ndarray | None = None) -> np.ndarray:
         """``(n, s, s)`` uint8 images (any ``s``; resized to ``image_size``) -> ``(n,)`` distances.
 
-        ``model``: the classifier, needed only by the "classifier" extractor.
+        ``model``: the classifier, needed only by the "classifier" extractor, which reads ``model_images``
+        (the ``(n, s, s)`` images the classifier itself sees) instead of ``images`` when they are given.
         """
+        if self.extractor == CLASSIFIER and model_images is not None:
+            images = model_images
         return self.score(image_features(images, self.extractor, self.image_size, model=model))
 
-    def save(self, folder: str | Path) -> tuple[Path, Path]:
-        """Write ``population.npz`` and ``population.json`` into ``folder`` (atomically each)."""
+    def save(self, folder: str | Path, *, stem: str = STEM) -> tuple[Path, Path]:
+        """Write ``<stem>.npz`` and ``<stem>.json`` (default ``population``) into ``folder`` (atomically each)."""
         from cxr.atomic import atomic_write_json
 
         folder = Path(folder)
-        npz_path, json_path = folder / NPZ_FILE, folder / JSON_FILE
-        temporary = folder / f".{NPZ_FILE}.tmp.npz"
+        npz_path, json_path = folder / f"{stem}.npz", folder / f"{stem}.json"
+        temporary = folder / f".{stem}.npz.tmp.npz"
         # The precision is symmetric: its upper triangle alone halves the file (6 -> 3 MB at 1280 features).
         upper = self.precision.astype(np.float32)[np.triu_indices(self.mean.size)]
         np.savez_compressed(temporary, mean=self.mean.astype(np.float32), precision_upper=upper,
@@ -126,10 +130,11 @@ class PopulationDetector:
                 f"percentile of held-out training images)" + (f"; flagged {', '.join(parts)}" if parts else ""))
 
 
-def load_detector(folder: str | Path) -> PopulationDetector | None:
-    """The detector saved in ``folder``, ``None`` when it has none. Raises ``ModelFileError`` when damaged."""
+def load_detector(folder: str | Path, *, stem: str = STEM) -> PopulationDetector | None:
+    """The single detector saved in ``folder`` as ``<stem>.npz``/``.json``, ``None`` when it has none.
+    Raises ``ModelFileError`` when damaged. (``cxr.population_check.load_check`` also reads a combined one.)"""
     folder = Path(folder)
-    npz_path, json_path = folder / NPZ_FILE, folder / JSON_FILE
+    npz_path, json_path = folder / f"{stem}.npz", folder / f"{stem}.json"
     if not npz_path.is_file() and not json_path.is_file():
         return None
     if not npz_path.is_file() and "skipped" in (_read_json(json_path) or {}):
@@ -143,7 +148,7 @@ def load_detector(folder: str | Path) -> PopulationDetector | None:
         extractor, image_size, threshold = str(info["extractor"]), int(info["image_size"]), float(info["threshold"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ModelFileError(f"The population detector in {folder} cannot be read ({type(error).__name__}: "
-                             f"{error}); expected {NPZ_FILE} and {JSON_FILE} as cxr writes them. Delete both "
+                             f"{error}); expected {npz_path.name} and {json_path.name} as cxr writes them. Delete both "
                              f"files to predict without a population check, or refit them.") from None
     if extractor not in EXTRACTORS or mean.ndim != 1 or precision.shape != (mean.size, mean.size):
         raise ModelFileError(f"The population detector in {folder} is inconsistent (extractor {extractor!r}, "
@@ -162,19 +167,6 @@ def _symmetric(upper: np.ndarray, size: int) -> np.ndarray:
     return matrix
 
 
-def load_usable_detector(folder: str | Path) -> tuple[PopulationDetector | None, str | None]:
-    """The detector of ``folder`` if it can run here, else ``None`` with a note saying why (the pretrained
-    features' package is missing): predictions then say "unknown" instead of failing."""
-    detector = load_detector(folder)
-    if detector is not None and detector.extractor == LITE0:
-        from cxr import lite0
-
-        if not lite0.available():
-            return None, (f"population check off: this model's detector needs the {lite0.PACKAGE} package "
-                          f"(pip install {lite0.PACKAGE}); verdicts say 'unknown' unless a DICOM or image rule fires")
-    return detector, None
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -190,6 +182,13 @@ def record_skipped(folder: str | Path, reason: str) -> Path:
     (Path(folder) / NPZ_FILE).unlink(missing_ok=True)
     atomic_write_json(path, {"version": VERSION, "skipped": str(reason)})
     return path
+
+
+def card_info(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A ``population.json`` dict for a model card: without the held-out scores a combined check keeps."""
+    if not info or not isinstance(info.get("either"), dict):
+        return info
+    return {**info, "either": {key: value for key, value in info["either"].items() if key != "heldout_scores"}}
 
 
 def card_lines(info: dict[str, Any]) -> list[str]:
@@ -213,6 +212,19 @@ def card_lines(info: dict[str, Any]) -> list[str]:
         f"- Threshold: {float(info.get('threshold', float('nan'))):.3f} = the {float(info.get('percentile', 99)):g}th "
         f"percentile of the distances of {info.get('num_heldout')} held-out training images "
         f"({info.get('heldout_on', 'the validation split')}); never chosen on the test split",
+    ]
+    either = info.get("either") or {}
+    if either:
+        second = either.get("classifier") or {}
+        lines.append(
+            f"- Second detector: the classifier's own features (the input of its logit layer, "
+            f"{second.get('feature_dimension')} features at {second.get('image_size')} px), Mahalanobis distance "
+            f"with a Ledoit-Wolf covariance fitted on the same images, threshold "
+            f"{float(second.get('threshold', 0)):.3f} "
+            f"(its {float(second.get('percentile') or 99.5):g}th percentile on the same held-out images). An image is "
+            "outside when **either** detector flags it; its score is the larger of the two distances divided by "
+            "their thresholds (above 1: outside)")
+    lines += [
         "- Rules: DICOM body part not chest, a lateral view, a modality other than a radiograph, a colour "
         "photograph, an aspect ratio beyond 2:1 or a nearly uniform image also put an image outside",
     ]
@@ -337,55 +349,3 @@ RUN_IMAGE_SIZE = 224  # chosen in docs/benchmarks.md ("Population detector: choi
 MAX_FIT_IMAGES = 3000  # the covariance of 1280 features settles well before this; keeps runs cheap
 # Below these a 99th percentile and a covariance mean little (and tiny test runs stay cheap): skipped, with the reason.
 MIN_FIT_IMAGES, MIN_HELDOUT_IMAGES = 100, 20
-
-
-def fit_for_run(folder: str | Path, arrays: dict, model: Any, *, dataset: str | None = None,
-                extractor: str = RUN_EXTRACTOR) -> PopulationDetector | None:
-    """Fit and save the detector of a finished run (``arrays``: ``cxr.pipeline.training_arrays``).
-
-    Fitted on "train", threshold from "val" (held-out training images, patient-grouped), never "test";
-    the fraction of "test" flagged is measured and recorded. The cached images (the model's own size)
-    are resized to ``RUN_IMAGE_SIZE``; ``via_size`` records that so that prediction resamples a new image
-    the same way (full size -> model size -> detector size). Never raises: when the weights package is
-    absent or fitting fails, ``population.json`` records why and ``None`` is returned.
-    """
-    folder = Path(folder)
-    # The metadata age rule needs the training ages: known for Kermany's pediatric set, not for others.
-    kermany = any(word in str(dataset or "").lower() for word in ("chest_xray", "kermany", "pneumonia"))
-    population = DEFAULT_POPULATION if kermany else f"chest X-rays of data set {dataset!r}"
-    training_ages = PEDIATRIC_AGES if kermany else None
-    try:
-        if extractor == LITE0:
-            from cxr import lite0
-
-            if not lite0.available():
-                record_skipped(folder, f"the {lite0.PACKAGE} package (the pretrained features) is not installed")
-                return None
-        train_images, val_images = arrays["train"][0], arrays["val"][0]
-        if len(train_images) < MIN_FIT_IMAGES or len(val_images) < MIN_HELDOUT_IMAGES:
-            record_skipped(folder, f"too few images for a population detector ({len(train_images)} train, "
-                                   f"{len(val_images)} validation; at least {MIN_FIT_IMAGES} and "
-                                   f"{MIN_HELDOUT_IMAGES} are needed)")
-            return None
-        cached_size = int(train_images.shape[1])
-        image_size = RUN_IMAGE_SIZE if extractor == LITE0 else cached_size
-        name = f"data set {dataset!r}" if dataset else "the data set"
-        detector = fit_from_images(
-            train_images, val_images, extractor=extractor, image_size=image_size, model=model,
-            max_fit_images=MAX_FIT_IMAGES,
-            info={"via_size": cached_size if cached_size != image_size else None,
-                  "population": population, "training_ages": None if training_ages is None else list(training_ages),
-                  "fitted_on": f"the train split of {name}"
-                               + (f" (a random {MAX_FIT_IMAGES})" if len(train_images) > MAX_FIT_IMAGES else ""),
-                  "heldout_on": f"the validation split of {name}, grouped by patient"})
-        rates = {"validation split (held out from the fit; sets the threshold)":
-                 float(np.mean(detector.heldout_scores > detector.threshold))}
-        if "test" in arrays and len(arrays["test"][0]):
-            test_scores = detector.image_scores(arrays["test"][0], model)
-            rates["test split (measured, not used to choose)"] = float(np.mean(test_scores > detector.threshold))
-        detector.info["rates"] = rates
-        detector.save(folder)
-        return detector
-    except Exception as error:  # noqa: BLE001 - a finished training must not fail for its population check
-        record_skipped(folder, f"fitting failed ({type(error).__name__}: {error})")
-        return None

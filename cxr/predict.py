@@ -168,7 +168,7 @@ class Predictor:
     def load(cls, spec=None) -> Predictor:
         """The model named by ``spec``: ``None`` or "default" (the bundled model), a run id, a run or model
         folder, or a ``.keras`` file (see ``cxr.model_files.load_model_files``)."""
-        from cxr.population_detector import load_usable_detector
+        from cxr.population_check import load_usable_detector
 
         files = load_model_files(spec)
         population, note = load_usable_detector(files.folder) if files.folder is not None else (None, None)
@@ -342,7 +342,8 @@ class Predictor:
             if detector_images is None or any(image is None for image in detector_images):
                 raise CxrError("population_verdicts needs the detector's image of every input "
                                "(population.input_image of the full-size pixels).")
-            scores = detector.image_scores(np.stack(detector_images), self.model)
+            scores = detector.image_scores(np.stack(detector_images), self.model,
+                                           model_images=None if images is None else np.stack(images))
             percentiles = detector.percentile(scores)
         return [
             verdict_for(info, shape=(shapes[index] if shapes is not None and info is None else None),

@@ -95,7 +95,7 @@ def save_final_model(run_dir: Path, model, arrays: dict, batch_size: int,
 
     with atomic_path(run_dir / runs.MODEL_FILE) as temporary:  # a partial file (full disk) must not stay behind
         model.save(str(temporary))
-    from cxr.population_detector import fit_for_run
+    from cxr.population_check import fit_for_run
 
     try:
         dataset_name = runs.read_config(run_dir).get("dataset")

@@ -182,3 +182,14 @@ def test_the_transfer_presets_train_the_head_or_the_whole_network():
     assert backbone.trainable
     assert len(finetuned.trainable_weights) == len(head_only.trainable_weights) + len(backbone.trainable_weights)
     assert len(backbone.trainable_weights) > 100  # every convolution and batch-norm scale of the backbone
+
+
+@needs_weights
+def test_the_stage_features_end_with_the_head_features():
+    """One pass gives every stage's pooled output (for benchmarks/population_stages.py); the last is the
+    head's, identical to ``feature_extractor``'s."""
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 1)).astype(np.float32)
+    stages = lite0.stage_feature_extractor(64).predict(images, verbose=0)
+    assert [part.shape[1] for part in stages] == [16, 24, 40, 80, 112, 192, 320, lite0.FEATURES]
+    assert lite0.stage_ends() == [0, 2, 4, 7, 10, 14, 15]
+    np.testing.assert_allclose(stages[-1], lite0.feature_extractor(64).predict(images, verbose=0), atol=1e-5)

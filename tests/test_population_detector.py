@@ -136,26 +136,37 @@ def run_arrays(size: int = 32, train: int = 100) -> dict:
 
 def test_a_finished_run_gets_a_detector_fitted_on_train_with_its_rates(tmp_path):
     from cxr import lite0, models
-    from cxr.population_detector import fit_for_run
+    from cxr.population_check import SECOND_STEM, fit_for_run, load_check
 
     if not lite0.available():
         pytest.skip(f"{lite0.PACKAGE} is not installed")
     model = models.build_model("fast", (32, 32, 1))
     detector = fit_for_run(tmp_path, run_arrays(), model, dataset="chest_xray-32")
-    assert detector is not None and detector.extractor == "efficientnet_lite0"
+    # The run default: Lite0 features or the classifier's own, either flags (docs/benchmarks.md).
+    assert detector is not None and detector.extractor == "efficientnet_lite0+classifier"
     assert detector.image_size == 224 and detector.via_size == 32  # resampled as the model's cached images were
+    assert detector.classifier.image_size == 32 and detector.classifier.via_size is None
     saved = json.loads((tmp_path / JSON_FILE).read_text())
-    assert saved["num_fit"] == 100 and saved["num_heldout"] == 20
+    assert saved["num_fit"] == 100 and saved["num_heldout"] == 20 and saved["percentile"] == 99.5
+    assert saved["either"]["classifier"]["image_size"] == 32 and len(saved["either"]["heldout_scores"]) == 20
+    second = json.loads((tmp_path / f"{SECOND_STEM}.json").read_text())
+    assert second["extractor"] == "classifier" and second["num_fit"] == 100
+    loaded = load_check(tmp_path)
+    assert loaded.classifier.threshold == pytest.approx(detector.classifier.threshold)
+    assert loaded.pretrained.threshold == pytest.approx(detector.pretrained.threshold)
     assert saved["population"] == "pediatric chest X-rays" and saved["training_ages"] == [0.0, 18.0]
     assert set(saved["rates"]) == {"validation split (held out from the fit; sets the threshold)",
                                    "test split (measured, not used to choose)"}
     assert saved["weights"].endswith(f"(SHA-256 {lite0.WEIGHTS_SHA256})")
-    assert load_detector(tmp_path).threshold == pytest.approx(detector.threshold)
+    # One image flagged by the combined score is flagged by one of the parts, and only then.
+    images = run_arrays()["test"][0]
+    ratios = detector.part_ratios(images, model)
+    np.testing.assert_allclose(detector.image_scores(images, model), ratios.max(axis=1))
 
 
 def test_a_run_without_the_weights_package_records_why_and_still_finishes(tmp_path, monkeypatch):
     from cxr import lite0, models
-    from cxr.population_detector import fit_for_run
+    from cxr.population_check import fit_for_run
 
     monkeypatch.setattr(lite0, "available", lambda: False)
     assert fit_for_run(tmp_path, run_arrays(), models.build_model("fast", (32, 32, 1)), dataset="other") is None
@@ -185,7 +196,7 @@ def test_the_detector_resamples_a_new_image_the_way_its_training_images_were(det
 
 def test_a_detector_whose_features_cannot_run_here_is_switched_off_with_a_note(detector, tmp_path, monkeypatch):
     from cxr import lite0
-    from cxr.population_detector import load_usable_detector
+    from cxr.population_check import load_usable_detector
 
     detector.save(tmp_path)  # its extractor is efficientnet_lite0
     monkeypatch.setattr(lite0, "available", lambda: True)

@@ -185,13 +185,15 @@ def test_the_bundled_model_carries_its_detector_and_flags_real_outside_images():
     from pathlib import Path
 
     from cxr import lite0
-    from cxr.population_detector import load_detector
+    from cxr.population_check import load_check
 
     folder = Path(__file__).resolve().parents[1] / "models" / "default"
-    detector = load_detector(folder)
-    assert detector is not None and (detector.extractor, detector.image_size) == ("efficientnet_lite0", 224)
-    assert detector.info["num_fit"] == 4262 and detector.info["num_heldout"] == 475
-    assert detector.threshold == pytest.approx(np.percentile(detector.heldout_scores, 99), rel=1e-4)
+    check = load_check(folder)  # Lite0 features or the classifier's own: either flags (docs/benchmarks.md)
+    assert check is not None and check.extractor == "efficientnet_lite0+classifier"
+    for part, size in ((check.pretrained, 224), (check.classifier, 150)):
+        assert part.image_size == size and part.info["num_fit"] == 4262 and part.info["num_heldout"] == 475
+        assert part.threshold == pytest.approx(np.percentile(part.heldout_scores, 99.5), rel=1e-4)
+    assert check.threshold == 1.0 and len(check.heldout_scores) == 475
     shared = Path(__file__).resolve().parents[2] / "shared" / "data"
     if not lite0.available() or not (shared / "adult" / "frontal").is_dir():
         pytest.skip("needs the Lite0 weights package and ../shared/data")
