@@ -176,13 +176,12 @@ def test_an_incomplete_or_non_finite_window_falls_back_to_the_images_range(windo
     np.testing.assert_array_equal(decode_image(make_dicom(stored, bits_stored=10, **window)).pixels, own_range(stored))
 
 
-def voi_lut_item(table: list[int] | None):
+def voi_lut_item(table: list[int]):
     from pydicom.dataset import Dataset
 
     item = Dataset()
     item.LUTDescriptor = [1024, 0, 16]
-    if table is not None:
-        item.LUTData = np.asarray(table, np.uint16).tobytes()
+    item.LUTData = np.asarray(table, np.uint16).tobytes()
     return item
 
 
@@ -192,7 +191,7 @@ def test_a_voi_lut_sequence_wins_over_a_window_and_a_broken_one_falls_back_to_th
     data = make_dicom(stored, bits_stored=10, VOILUTSequence=[voi_lut_item(inverse)], WindowCenter=500,
                       WindowWidth=400)
     np.testing.assert_array_equal(decode_image(data).pixels, 255 - own_range(stored))
-    broken = make_dicom(stored, bits_stored=10, VOILUTSequence=[voi_lut_item(None)])  # a descriptor, no data
+    broken = make_dicom(stored, bits_stored=10, VOILUTSequence=[voi_lut_item([0, 1, 2])])  # 1024 said, 3 given
     np.testing.assert_array_equal(decode_image(broken).pixels, own_range(stored))
 
 
