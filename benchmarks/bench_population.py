@@ -57,7 +57,8 @@ def main() -> None:
     if detector is None:
         sys.exit("models/default has no population detector; run scripts/fit_population_default.py first.")
     print(f"detector: {detector.describe()}")
-    print(f"fitted on: {detector.info.get('fitted_on')}; threshold from: {detector.info.get('heldout_on')}")
+    info = getattr(detector, "pretrained", detector).info  # a combined check: its parts share these
+    print(f"fitted on: {info.get('fitted_on')}; threshold from: {info.get('heldout_on')}")
 
     def flagged(files: list[Path]) -> tuple[float, int]:
         results = predictor.predict(files, allow_outside=True)
