@@ -159,11 +159,6 @@ def _safe_name(name: str) -> str:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from cxr import reports
-    from cxr.atomic import atomic_write_json, atomic_write_text
-    from cxr.external import external_validation
     from cxr.predict import Predictor
     from cxr.tensorflow_loader import import_tensorflow
 
@@ -173,21 +168,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     is_run = folder is not None and (folder / "config.json").is_file()
     threshold_overrides = overrides_from_args(args, TrainingConfig, THRESHOLD_FIELDS)
     if threshold_overrides:
-        if not is_run:
-            raise CxrError(
-                f"--threshold-rule, --min-sensitivity and --fixed-threshold choose a run's threshold on its "
-                f"validation split; {predictor.source} is not a run. Pass --model RUN_ID (see `cxr runs`).")
-        settings = run_settings(folder).replace(**threshold_overrides)
-        had_external = bool((predictor.metrics or {}).get("external"))
-        metrics = refinalize_from_predictions(folder, settings)
-        if metrics is None:
-            metrics = _finalize_from_dataset(folder, predictor, settings)
-        save_threshold_settings(folder, settings)
-        print(f"threshold chosen again on validation: {metrics['threshold']:.4f} [{metrics['threshold_rule']}]")
-        if had_external:
-            print("note: external validations were made at the previous threshold and were dropped; run "
-                  "`cxr evaluate --data …` again.")
-        predictor = Predictor.load(folder)
+        predictor = _choose_threshold_again(predictor, is_run, threshold_overrides)
     out = Path(args.output).expanduser() if args.output else (folder if is_run else None)
     print(
         f"model: {predictor.source} ({predictor.image_size} px; threshold {predictor.threshold:.4f} "
@@ -195,35 +176,80 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     for note in predictor.notes:
         print(f"note: {note}")
-
     if args.data is None:
-        metrics = predictor.metrics
-        if metrics is None:
-            if not is_run:
-                print(
-                    "error: this model has no metrics.json and no run to evaluate it on; pass --data FOLDER "
-                    "for an evaluation on labelled images.",
-                    file=sys.stderr,
-                )
-                return USAGE_ERROR
-            print("no metrics.json yet: evaluating the run's validation and test splits ...")
-            metrics = _finalize_from_dataset(folder, predictor, run_settings(folder))
-        print(reports.format_run_metrics(metrics))
-        if out is not None and folder is not None and not args.no_figures and (folder / "predictions.csv").is_file():
-            predictions = pd.read_csv(folder / "predictions.csv")
-            written = []
-            for split, key in (("val", "validation"), ("test", "test")):
-                part = predictions[predictions["split"] == split]
-                if len(part) and metrics.get(key):
-                    written += _figures(out, key, part["y_true"].to_numpy(), part["y_score"].to_numpy(), metrics[key])
-            print(f"\nfigures: {len(written)} files in {out} ({', '.join(sorted({p.stem for p in written}))})")
-        return 0
+        return _evaluate_saved(predictor, is_run, out, figures=not args.no_figures)
+    return _evaluate_external(predictor, args.data, is_run, out, into_run=is_run and args.output is None,
+                              figures=not args.no_figures)
 
-    def progress(done: int, total: int) -> None:
-        if done == total or done % 100 == 0:
-            print(f"\r  read {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
 
-    result = external_validation(predictor, args.data, progress=progress)
+def _choose_threshold_again(predictor, is_run: bool, overrides: dict):
+    """Choose a run's threshold again on its validation split with ``overrides`` (threshold fields); returns
+    the run's Predictor with it. ``CxrError`` for a model that is not a run."""
+    from cxr.predict import Predictor
+
+    folder = predictor.folder
+    if not is_run:
+        raise CxrError(
+            f"--threshold-rule, --min-sensitivity and --fixed-threshold choose a run's threshold on its "
+            f"validation split; {predictor.source} is not a run. Pass --model RUN_ID (see `cxr runs`).")
+    settings = run_settings(folder).replace(**overrides)
+    had_external = bool((predictor.metrics or {}).get("external"))
+    metrics = refinalize_from_predictions(folder, settings)
+    if metrics is None:
+        metrics = _finalize_from_dataset(folder, predictor, settings)
+    save_threshold_settings(folder, settings)
+    print(f"threshold chosen again on validation: {metrics['threshold']:.4f} [{metrics['threshold_rule']}]")
+    if had_external:
+        print("note: external validations were made at the previous threshold and were dropped; run "
+              "`cxr evaluate --data …` again.")
+    return Predictor.load(folder)
+
+
+def _evaluate_saved(predictor, is_run: bool, out: Path | None, *, figures: bool) -> int:
+    """Print the model's validation and test metrics (evaluating a run first when it has none) and write
+    their figures into ``out``."""
+    import pandas as pd
+
+    from cxr import reports
+
+    folder, metrics = predictor.folder, predictor.metrics
+    if metrics is None:
+        if not is_run:
+            print(
+                "error: this model has no metrics.json and no run to evaluate it on; pass --data FOLDER "
+                "for an evaluation on labelled images.",
+                file=sys.stderr,
+            )
+            return USAGE_ERROR
+        print("no metrics.json yet: evaluating the run's validation and test splits ...")
+        metrics = _finalize_from_dataset(folder, predictor, run_settings(folder))
+    print(reports.format_run_metrics(metrics))
+    if out is not None and folder is not None and figures and (folder / "predictions.csv").is_file():
+        predictions = pd.read_csv(folder / "predictions.csv")
+        written = []
+        for split, key in (("val", "validation"), ("test", "test")):
+            part = predictions[predictions["split"] == split]
+            if len(part) and metrics.get(key):
+                written += _figures(out, key, part["y_true"].to_numpy(), part["y_score"].to_numpy(), metrics[key])
+        print(f"\nfigures: {len(written)} files in {out} ({', '.join(sorted({p.stem for p in written}))})")
+    return 0
+
+
+def _progress(done: int, total: int) -> None:
+    if done == total or done % 100 == 0:
+        print(f"\r  read {done}/{total} images", end="\n" if done == total else "", file=sys.stderr, flush=True)
+
+
+def _evaluate_external(predictor, data: str, is_run: bool, out: Path | None, *, into_run: bool,
+                       figures: bool) -> int:
+    """Evaluate ``data`` (a labelled folder or an imported data set) at the model's own threshold; write the
+    report, predictions and figures into ``out`` and, ``into_run``, the run's metrics.json and model card.
+    Returns 2 when there is nowhere to save or any image was unreadable, else 0."""
+    from cxr import reports
+    from cxr.atomic import atomic_write_json, atomic_write_text
+    from cxr.external import external_validation
+
+    result = external_validation(predictor, data, progress=_progress)
     name = _safe_name(result["name"])
     metrics = result["metrics"]
     print(reports.format_metrics(metrics, title=f"== external validation: {result['name']} ({result['source']}) =="))
@@ -249,16 +275,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     }
     atomic_write_json(out / f"external_{name}.json", report)
     atomic_write_text(out / f"external_{name}_predictions.csv", result["predictions"].to_csv(index=False))
-    if is_run and args.output is None and predictor.metrics is not None:
+    if into_run and predictor.metrics is not None:
         # Kept beside validation and test, in its own section, so the model card lists it separately.
         stored = dict(predictor.metrics)
-        stored.setdefault("external", {})
         stored["external"] = {**(stored.get("external") or {}), result["name"]: metrics}
-        atomic_write_json(folder / "metrics.json", stored)
+        atomic_write_json(predictor.folder / "metrics.json", stored)
         from cxr.model_card import write_model_card
 
-        write_model_card(folder, stored)
-    if not args.no_figures:
+        write_model_card(predictor.folder, stored)
+    if figures:
         predictions = result["predictions"]
         _figures(out, f"external_{name}", predictions["y_true"].to_numpy(), predictions["y_score"].to_numpy(), metrics)
     print(f"report: {out / f'external_{name}.json'}")

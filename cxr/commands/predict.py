@@ -146,6 +146,27 @@ def write_csv(path: Path, results: list, heatmaps: dict[int, Path], explain: str
     pd.DataFrame(rows).to_csv(path, index=False)
 
 
+def _predict_files(readable: list[str], args: argparse.Namespace, errors: dict[str, str]) -> dict[str, Any]:
+    """``{file: PredictionResult}`` of the decodable files with the model of ``args``; a file that changed or
+    vanished since it was decoded is added to ``errors`` (and printed)."""
+    from cxr.predict import Predictor
+    from cxr.tensorflow_loader import import_tensorflow
+
+    import_tensorflow()
+    predictor = Predictor.load(args.model)
+    print(f"model: {predictor.source} (threshold {predictor.threshold:.4f} [{predictor.threshold_rule}], "
+          f"temperature {predictor.temperature:.3f}). Not a diagnostic device.", file=sys.stderr)
+    for note in predictor.notes:
+        print(f"note: {note}", file=sys.stderr)
+    answers = {}
+    for result in predictor.predict(readable, names=readable, explain=args.explain, allow_outside=args.allow_outside):
+        answers[result.name] = result
+        if result.error:
+            errors[result.name] = result.error
+            print(f"error: {result.error}", file=sys.stderr)
+    return answers
+
+
 def run_predict(args: argparse.Namespace) -> int:
     files = [str(file) for file in args.files]
     csv = Path(args.csv).expanduser() if args.csv else None
@@ -166,24 +187,8 @@ def run_predict(args: argparse.Namespace) -> int:
         return USAGE_ERROR
     from cxr.predict import PredictionResult
 
-    answers: dict[str, Any] = {}
+    answers = _predict_files(readable, args, errors) if readable else {}
     heatmaps: dict[int, Path] = {}
-    if readable:
-        from cxr.predict import Predictor
-        from cxr.tensorflow_loader import import_tensorflow
-
-        import_tensorflow()
-        predictor = Predictor.load(args.model)
-        print(f"model: {predictor.source} (threshold {predictor.threshold:.4f} [{predictor.threshold_rule}], "
-              f"temperature {predictor.temperature:.3f}). Not a diagnostic device.", file=sys.stderr)
-        for note in predictor.notes:
-            print(f"note: {note}", file=sys.stderr)
-        for result in predictor.predict(readable, names=readable, explain=args.explain,
-                                        allow_outside=args.allow_outside):
-            answers[result.name] = result
-            if result.error:  # changed or vanished since it was decoded
-                errors[result.name] = result.error
-                print(f"error: {result.error}", file=sys.stderr)
     results = [answers.get(file) or PredictionResult(name=file, error=errors[file]) for file in files]
     if args.explain:
         heatmaps = write_overlays(results, args.explain, overlays_folder)
