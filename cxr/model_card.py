@@ -188,6 +188,33 @@ def _auc(entry: dict | None) -> str:
     return _interval(entry, scale=1, digits=3)
 
 
+RULE_TEXT = {"youden": "Youden's J (sensitivity + specificity - 1) maximised",
+             "fixed": "a fixed value from the training settings",
+             "manual": "set by hand on the Evaluate page, looking at validation figures"}
+
+
+def _rule_text(threshold: dict) -> str:
+    """How the threshold was chosen, in words (the rule's name when it has no sentence)."""
+    if threshold.get("rule") == "sensitivity":
+        return f"highest threshold keeping validation sensitivity >= {100 * threshold['min_sensitivity']:.0f} %"
+    return RULE_TEXT.get(threshold.get("rule"), str(threshold.get("rule")))
+
+
+def _data_lines(data: dict) -> list[str]:
+    """The card's "Data" section: the data set, its source and its split counts."""
+    lines = ["## Data",
+             f"- Data set: `{data.get('dataset')}`" + (f" from `{data['source']}`" if data.get("source") else "")]
+    if data.get("citation"):
+        lines.append(f"- Source: {data['citation']}")
+    lines.append(f"- Splits: {data['split_method']}")
+    if data.get("splits"):
+        lines += ["", "| split | normal | pneumonia | total |", "| --- | ---: | ---: | ---: |"]
+        for split, counts in data["splits"].items():
+            normal, pneumonia = counts.get("normal", 0), counts.get("pneumonia", 0)
+            lines.append(f"| {split} | {normal} | {pneumonia} | {normal + pneumonia} |")
+    return lines + [""]
+
+
 def render_markdown(card: dict[str, Any]) -> str:
     """The model card as a short Markdown page."""
     lines = [f"# Model card{' — run ' + card['run_id'] if card.get('run_id') else ''}", ""]
@@ -200,20 +227,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"- Output: {model['output']}",
         "",
     ]
-    data = card["data"]
-    lines += [
-        "## Data",
-        f"- Data set: `{data.get('dataset')}`" + (f" from `{data['source']}`" if data.get("source") else ""),
-    ]
-    if data.get("citation"):
-        lines.append(f"- Source: {data['citation']}")
-    lines.append(f"- Splits: {data['split_method']}")
-    if data.get("splits"):
-        lines += ["", "| split | normal | pneumonia | total |", "| --- | ---: | ---: | ---: |"]
-        for split, counts in data["splits"].items():
-            normal, pneumonia = counts.get("normal", 0), counts.get("pneumonia", 0)
-            lines.append(f"| {split} | {normal} | {pneumonia} | {normal + pneumonia} |")
-    lines.append("")
+    lines += _data_lines(card["data"])
     if card.get("settings"):
         shown = (
             "model",
@@ -238,15 +252,7 @@ def render_markdown(card: dict[str, Any]) -> str:
         settings = ", ".join(f"{key} {card['settings'][key]}" for key in shown if key in card["settings"])
         lines += ["## Settings", settings, ""]
     threshold = card["threshold"]
-    rule = threshold.get("rule")
-    if rule == "sensitivity":
-        rule = f"highest threshold keeping validation sensitivity >= {100 * threshold['min_sensitivity']:.0f} %"
-    elif rule == "youden":
-        rule = "Youden's J (sensitivity + specificity - 1) maximised"
-    elif rule == "fixed":
-        rule = "fixed 0.5"
-    elif rule == "manual":
-        rule = "set by hand on the Evaluate page, looking at validation figures"
+    rule = _rule_text(threshold)
     calibration = card["calibration"]
     lines += [
         "## Decision threshold and calibration",

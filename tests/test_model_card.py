@@ -94,3 +94,14 @@ def test_write_run_results_card_without_config(tmp_path):
     )
     text = (tmp_path / "model_card.md").read_text()
     assert "## Limitations" in text and "| test | 2 |" in text
+
+
+def test_a_fixed_threshold_is_not_described_as_0_5_when_it_is_another_value(tmp_path):
+    fixed = write_run_results(tmp_path, val_true=np.array([0, 1, 0, 1]), val_score=np.array([.1, .9, .2, .8]),
+                              test_true=np.array([0, 1]), test_score=np.array([.3, .7]), threshold_rule="fixed",
+                              fixed_threshold=0.3)
+    text = model_card.render_markdown(model_card.build_model_card(fixed, config=CONFIG))
+    line = next(line for line in text.splitlines() if line.startswith("- Threshold on calibrated"))
+    assert "fixed value from the training settings" in line and "0.5" not in line, line
+    youden = model_card.build_model_card({**fixed, "threshold_rule": "youden"}, config=CONFIG)
+    assert "Youden's J" in model_card.render_markdown(youden)
