@@ -84,7 +84,10 @@ class PopulationDetector:
     def score(self, features: np.ndarray) -> np.ndarray:
         """``(n, d)`` features -> ``(n,)`` float64 Mahalanobis distances (>= 0)."""
         centred = np.asarray(features, np.float64) - self.mean
-        squared = np.einsum("ij,jk,ik->i", centred, self.precision.astype(np.float64), centred)
+        # One float32 matrix product against the stored float32 precision (no 13 MB float64 copy per call,
+        # several times the einsum's speed), then the row sums in float64.
+        projected = centred.astype(np.float32) @ np.asarray(self.precision, np.float32)
+        squared = np.sum(projected.astype(np.float64) * centred, axis=1)
         return np.sqrt(np.maximum(squared, 0.0))
 
     def percentile(self, scores: np.ndarray) -> np.ndarray:
@@ -252,12 +255,18 @@ def _lite0_extractor(image_size: int):
 
 
 def _classifier_extractor(model: Any):
+    """The classifier's feature model and a compiled call of it (as for Lite0: a graph, traced once)."""
     from cxr.models import LOGIT_LAYER
     from cxr.tensorflow_loader import keras
+    from cxr.tensorflow_loader import tensorflow as tf
 
     cached = getattr(model, "_cxr_feature_model", None)
     if cached is None:
-        cached = keras.Model(model.input, model.get_layer(LOGIT_LAYER).input, name="classifier_features")
+        network = keras.Model(model.input, model.get_layer(LOGIT_LAYER).input, name="classifier_features")
+        signature = [tf.TensorSpec([None, *network.input.shape[1:]], tf.float32)]
+        compiled = tf.function(lambda batch: network(batch, training=False), input_signature=signature,
+                               autograph=False)
+        cached = (network, compiled)
         try:
             model._cxr_feature_model = cached  # one per classifier: building it again costs seconds
         except AttributeError:
@@ -281,10 +290,7 @@ def image_features(images: np.ndarray, extractor: str, image_size: int, *, model
     elif extractor == CLASSIFIER:
         if model is None:
             raise ValueError("the 'classifier' population features need the classifier model")
-        network = _classifier_extractor(model)
-
-        def call(batch):
-            return network(batch, training=False)
+        network, call = _classifier_extractor(model)
     else:
         raise ValueError(f"unknown population feature extractor {extractor!r}; expected one of {EXTRACTORS}")
     outputs = []
