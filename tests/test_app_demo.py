@@ -128,6 +128,43 @@ def test_the_demo_menu_leaves_data_and_train_out(home, monkeypatch):
     assert not any("Data** page" in info.value for info in home_page.info)
 
 
+def main_text(at) -> str:
+    return " ".join(str(getattr(element, "value", "")) for element in at.main)
+
+
+def test_the_demo_home_speaks_to_a_visitor_not_to_an_operator(home, monkeypatch):
+    from helpers_app import import_tiny_dataset
+    from helpers_app import metric_values as metrics
+
+    import_tiny_dataset(home.parent)  # a data set the full Home counts and the demo Home must not mention
+    full = open_page()
+    assert set(metrics(full)) == {"Data sets imported", "Models available", "Training"}
+    assert metrics(full)["Data sets imported"] == "1" and metrics(full)["Training"] == "idle"
+
+    demo(monkeypatch, CXR_DEMO_MAX_FILES=7, CXR_DEMO_PREDICTIONS_PER_MINUTE=12, CXR_DEMO_MAX_MB=25)
+    at = open_page()
+    assert not at.exception and not at.error
+    assert not at.get("metric"), "no data-set, model or training status on a demo's Home"
+    text = main_text(at)
+    assert "data set" not in text.lower() and "training run" not in text.lower() and "idle" not in text
+    # The operator's limits, as set, not the defaults.
+    assert "7 files per upload" in text and "12 images per minute" in text and "25 MB" in text
+    assert "population check" in text and "withholds the answer" in text
+    links = [(link.proto.label, link.proto.page) for link in at.main.get("page_link")]
+    assert links[0] == ("Predict on your chest X-ray", "predict")
+    assert any("not a diagnostic device" in warning.value for warning in at.warning)
+    # No model at all (the bundled one is missing in these tests): the visitor is told, not sent to a dead end.
+    assert any("no model to predict with" in warning.value for warning in at.warning)
+
+
+def test_the_demo_home_has_no_missing_model_warning_when_a_model_is_offered(home, monkeypatch):
+    run_id = finished_run()
+    demo(monkeypatch, CXR_DEMO_MODELS=run_id)
+    at = open_page()
+    assert not any("no model to predict with" in warning.value for warning in at.warning)
+    assert "10 files per upload" in main_text(at) and "30 images per minute" in main_text(at)  # the defaults
+
+
 def test_the_sidebar_says_it_is_a_demo_and_what_it_does_not_do(home, monkeypatch):
     assert "Public demo" not in sidebar_text(open_page(PAGES["predict"]))
     demo(monkeypatch)
