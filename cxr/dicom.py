@@ -175,10 +175,29 @@ def _dicom_grayscale(array: np.ndarray, dataset: Any, invert: bool) -> np.ndarra
         except Exception:  # a malformed VOI LUT: fall back to the image's own range
             pixels = None
     if pixels is None:
-        pixels = scale_to_uint8(values)
+        pixels = scale_to_uint8(values) if values.max() > values.min() else _blank_level(array, dataset)
     if invert:
         pixels = 255 - pixels
     return np.ascontiguousarray(pixels, dtype=np.uint8)
+
+
+def _blank_level(array: np.ndarray, dataset: Any) -> np.ndarray:
+    """A blank frame (one stored value, no window) as ``array``'s shape uint8 at its level within the range
+    ``BitsStored`` and ``PixelRepresentation`` allow (0..2^b - 1, or -2^(b-1)..2^(b-1) - 1 when signed), as
+    ``scale_to_uint8`` keeps a flat 16-bit PNG's level: a min-max stretch of one value would give black.
+    Stored values, not rescaled ones: the modality rescale is linear, so the relative level is the same."""
+    bits = array.dtype.itemsize * 8
+    try:
+        bits = min(bits, max(1, int(dataset.get("BitsStored") or bits)))
+    except (TypeError, ValueError):
+        pass
+    if not np.issubdtype(array.dtype, np.integer):  # float pixel data has no stored range: black, as before
+        return np.zeros(array.shape, np.uint8)
+    signed = np.issubdtype(array.dtype, np.signedinteger)
+    low = -(2 ** (bits - 1)) if signed else 0
+    high = low + 2 ** bits - 1
+    level = (float(array.flat[0]) - low) / (high - low)
+    return np.full(array.shape, np.clip(np.rint(255.0 * level), 0, 255), np.uint8)
 
 
 def _first_number(value: Any) -> float:

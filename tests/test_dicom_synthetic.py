@@ -14,7 +14,7 @@ import pytest
 from helpers_data import make_dicom
 from pydicom.multival import MultiValue
 from pydicom.valuerep import DSfloat
-from test_imaging import gradient
+from test_imaging import encode, gradient
 
 from cxr.imaging import decode_image
 
@@ -204,3 +204,45 @@ def test_a_broken_modality_lut_falls_back_to_the_stored_values():
     stored = ramp_10_bit()
     np.testing.assert_array_equal(decode_image(make_dicom(stored, bits_stored=10, ModalityLUTSequence=[item])).pixels,
                                   own_range(stored))
+
+
+# ------------------------------------------------------------------------------------ a blank frame
+
+
+@pytest.mark.parametrize(("value", "dtype", "bits_stored", "representation", "expected"), [
+    (40000, np.uint16, 16, 0, 156),  # rint(255 x 40000 / 65535)
+    (2048, np.uint16, 12, 0, 128),  # rint(255 x 2048 / 4095): its level among 12 bits, not 16
+    (200, np.uint8, 8, 0, 200),
+    (0, np.int16, 16, 1, 128),  # signed: 0 is the middle of -32768..32767
+    (-32768, np.int16, 16, 1, 0),
+])
+def test_a_blank_dicom_keeps_its_grey_level(value, dtype, bits_stored, representation, expected):
+    blank = np.full((32, 32), value, dtype)
+    decoded = decode_image(make_dicom(blank, bits_stored=bits_stored, PixelRepresentation=representation),
+                           name="blank.dcm")
+    assert decoded.pixels.shape == (32, 32)
+    assert set(decoded.pixels.ravel().tolist()) == {expected}
+
+
+def test_a_blank_dicom_decodes_like_the_same_blank_16_bit_png_and_monochrome1_is_inverted():
+    blank = np.full((32, 32), 40000, np.uint16)
+    png = decode_image(encode(blank, ".png")).pixels
+    dicom = decode_image(make_dicom(blank)).pixels
+    np.testing.assert_array_equal(dicom, png)
+    assert png[0, 0] == 156
+    # A rescale does not move the level (it is linear), and MONOCHROME1 shows its complement.
+    rescaled = decode_image(make_dicom(blank, RescaleSlope=2, RescaleIntercept=-1000)).pixels
+    np.testing.assert_array_equal(rescaled, png)
+    inverted = decode_image(make_dicom(blank, photometric="MONOCHROME1")).pixels
+    np.testing.assert_array_equal(inverted, 255 - png)
+
+
+def test_the_nearly_uniform_rule_still_fires_for_a_grey_blank_dicom():
+    from cxr.imaging import resize_square
+    from cxr.population import verdict_for
+
+    decoded = decode_image(make_dicom(np.full((64, 64), 2048, np.uint16), bits_stored=12), name="blank.dcm")
+    seen = resize_square(decoded.pixels, 32)  # what the model and the contrast rule see
+    assert seen[0, 0] == 128  # grey, not black
+    verdict = verdict_for(decoded.info, pixels=seen)
+    assert verdict.outside and verdict.reason.startswith("this image is nearly uniform (grey-level spread 0.0;")
