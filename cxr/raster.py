@@ -136,24 +136,31 @@ def _tiff_header(data: bytes, name: str) -> _Header:
 
 
 def check_jpeg_complete(data: bytes, name: str) -> None:
-    """Refuse a JPEG without its end-of-image marker after the start of its scan data.
+    """Refuse a JPEG whose segments do not lead to its scan data followed by an end-of-image marker: a
+    file cut short, an end of image before any scan, or bytes that are not a marker between two segments.
 
     Inside entropy-coded data a 0xFF byte is always followed by 0x00 or a restart marker, so an
     FF D9 after the first scan is the real end of the image (trailing bytes after it are tolerated).
     """
-    start_of_scan = _jpeg_first_scan(data)
-    end_of_image = data.rfind(b"\xff\xd9")
-    if start_of_scan < 0 or end_of_image < start_of_scan:
-        raise ImageError(f"{name!r} is a truncated JPEG: its end-of-image marker is missing, so part of the "
-                         f"picture is lost. Expected a complete {ACCEPTED} file; re-export or re-upload it.")
+    start_of_scan, problem = _jpeg_first_scan(data)
+    if start_of_scan >= 0 and data.rfind(b"\xff\xd9") > start_of_scan:
+        return
+    if problem is None:  # the scan was found (or the segments ran past the end): the file was cut short
+        problem = "a truncated JPEG: it ends before its end-of-image marker"
+    raise ImageError(f"{name!r} is {problem}, so the picture cannot be read whole. Expected a complete "
+                     f"{ACCEPTED} file; re-upload the original, or open it in an image viewer and save it again "
+                     f"as JPEG or PNG.")
 
 
-def _jpeg_first_scan(data: bytes) -> int:
-    """Offset of the first SOS marker, walking segments like ``_jpeg_header``; -1 when none."""
+def _jpeg_first_scan(data: bytes) -> tuple[int, str | None]:
+    """``(offset of the first SOS marker, None)``, walking segments like ``_jpeg_header``; ``(-1, what was
+    found instead)`` ("a damaged JPEG: …", "a truncated JPEG: …") when a non-marker byte or an end of image
+    comes first; ``(-1, None)`` when the data ends before any scan."""
     position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return -1
+            return -1, (f"a damaged JPEG: its segments are broken (byte {position} is 0x{data[position]:02X} "
+                        f"where a JPEG marker must start)")
         marker = data[position + 1]
         if marker == 0xFF:
             position += 1
@@ -162,12 +169,12 @@ def _jpeg_first_scan(data: bytes) -> int:
             position += 2
             continue
         if marker == 0xDA:
-            return position
+            return position, None
         if marker == 0xD9:
-            return -1
+            return -1, f"a truncated JPEG: its end-of-image marker (byte {position}) comes before any picture data"
         (length,) = struct.unpack(">H", data[position + 2:position + 4])
         position += 2 + length
-    return -1
+    return -1, None
 
 
 def check_png_complete(data: bytes, name: str) -> None:

@@ -248,8 +248,25 @@ def test_jpeg_with_an_end_marker_or_junk_between_frame_and_scan_is_refused():
         with pytest.raises(ImageError, match="'e.jpg' is a truncated JPEG"):
             decode_image(opencv_jpeg_with(before_scan=between), name="e.jpg")
     # Bytes that are not a marker where one must be (libjpeg itself would skip them with a warning).
-    with pytest.raises(ImageError, match="'e.jpg'"):
+    with pytest.raises(ImageError, match="'e.jpg' is a damaged JPEG: its segments are broken"):
         decode_image(opencv_jpeg_with(before_scan=b"\x00\x00"), name="e.jpg")
+
+
+def test_a_cut_jpeg_and_junk_between_its_segments_are_told_apart_with_what_to_do():
+    whole = encode(gradient(24, 300), ".jpg")
+    with pytest.raises(ImageError) as cut:
+        decode_image(whole[:-100], name="cut.jpg")
+    assert str(cut.value).startswith("'cut.jpg' is a truncated JPEG: it ends before its end-of-image marker, so "
+                                     "the picture cannot be read whole.")
+    junk = opencv_jpeg_with(before_scan=b"\x00\x00")
+    where = junk.index(b"\x00\x00\xff\xda")
+    with pytest.raises(ImageError) as broken:
+        decode_image(junk, name="junk.jpg")
+    assert str(broken.value).startswith(f"'junk.jpg' is a damaged JPEG: its segments are broken (byte {where} is "
+                                        "0x00 where a JPEG marker must start), so the picture cannot be read whole.")
+    assert "truncated" not in str(broken.value) and "end-of-image" not in str(broken.value)
+    for error in (cut.value, broken.value):  # what to do, in both
+        assert "re-upload the original, or open it in an image viewer and save it again as JPEG or PNG" in str(error)
 
 
 @pytest.mark.parametrize("marker", [0xC0, 0xC2])
