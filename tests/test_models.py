@@ -34,9 +34,11 @@ def test_every_model_takes_raw_uint8_and_outputs_probabilities(name):
     images[1] = 255
     scores = model.predict(images, verbose=0)
     assert scores.shape == (2, 1) and np.all((scores >= 0) & (scores <= 1))
-    # The scaling is inside the model: raw 0-255 floats give the same answer as uint8.
-    np.testing.assert_allclose(model.predict(images.astype("float32"), verbose=0), scores, rtol=1e-5)
-    logits = models.logit_model(model).predict(images, verbose=0)
+    # The scaling is inside the model: raw 0-255 floats give the same answer as uint8. Called directly (as the
+    # Predictor does), not through predict(), which would trace a new graph for each dtype and model (seconds
+    # for a backbone).
+    np.testing.assert_allclose(model(images.astype("float32"), training=False), scores, rtol=1e-5)
+    logits = np.asarray(models.logit_model(model)([images], training=False))  # its inputs are a list of one
     np.testing.assert_allclose(1 / (1 + np.exp(-logits)), scores, rtol=1e-4, atol=1e-6)
     assert model.get_layer(models.PROBABILITY_LAYER) is model.layers[-1]
 
@@ -59,8 +61,9 @@ def test_every_model_trains_one_epoch_and_round_trips_through_keras_file(name, t
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded.predict(images[:4, ..., None], verbose=0),
-                               model.predict(images[:4, ..., None], verbose=0), rtol=1e-5, atol=1e-6)
+    # Called directly, as the Predictor does: two predict() graphs would cost seconds per backbone.
+    np.testing.assert_allclose(loaded(images[:4, ..., None], training=False),
+                               model(images[:4, ..., None], training=False), rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_model_and_bad_shape_are_clear_errors():
