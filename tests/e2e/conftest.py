@@ -161,6 +161,15 @@ def page(request, browser, app_server, first_page_seconds):
     context.close()
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n 2 --dist loadgroup``), every browser test goes to one worker: one server, one
+    Chromium, one timings.json writer, as in a serial run. (This hook sees the whole session's items.)"""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
     report = yield
