@@ -5,8 +5,9 @@
     python scripts/rethreshold_default_model.py --dry-run             # print, change nothing
 
 Reads the validation and test scores saved in ``models/default/predictions.csv`` (raw P(pneumonia),
-labels), recovers the logits, and runs the same finalisation as the end of a training run
-(``cxr.run_results.write_run_results``): temperature fitted on validation NLL, threshold chosen on the
+labels) and runs the same re-finalisation as ``cxr evaluate --model RUN --threshold-rule …``
+(``cxr.commands.evaluate.refinalize_from_predictions``, i.e. ``cxr.run_results.write_run_results``):
+temperature fitted on validation NLL, threshold chosen on the
 calibrated validation scores by ``--rule``, both applied to test once. Then it replaces
 ``metrics.json``, ``predictions.csv`` and the model card's generated sections in ``models/default/``,
 keeping the card's "About this bundled model" section (its threshold sentence updated) and the population
@@ -26,17 +27,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
 from cxr import paths  # noqa: E402
-from cxr.calibration import to_logits  # noqa: E402
-from cxr.config import THRESHOLD_RULES  # noqa: E402
-from cxr.run_results import write_run_results  # noqa: E402
+from cxr.commands.evaluate import refinalize_from_predictions  # noqa: E402
+from cxr.config import THRESHOLD_RULES, TrainingConfig  # noqa: E402
 
 ABOUT = "## About this bundled model"
 
@@ -71,21 +68,18 @@ def main() -> int:
     args = parser.parse_args()
 
     folder = args.model
-    predictions = pd.read_csv(folder / "predictions.csv")
-    parts = {split: predictions[predictions["split"] == split].sort_values("index") for split in ("val", "test")}
-    arrays = {split: (rows["y_true"].to_numpy(np.int64), rows["y_score_raw"].to_numpy(np.float64))
-              for split, rows in parts.items()}
+    stored = json.loads((folder / "training_config.json").read_text())
+    settings = TrainingConfig.from_dict(stored.get("training") or {}).replace(
+        threshold_rule=args.rule, min_sensitivity=args.min_sensitivity, fixed_threshold=args.fixed_threshold)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        shutil.copy2(folder / "training_config.json", work / "config.json")
-        if (folder / "population.json").is_file():
-            shutil.copy2(folder / "population.json", work / "population.json")
-        metrics = write_run_results(
-            work, val_true=arrays["val"][0], val_score=arrays["val"][1],
-            test_true=arrays["test"][0], test_score=arrays["test"][1],
-            val_logits=to_logits(arrays["val"][1]), test_logits=to_logits(arrays["test"][1]),
-            threshold_rule=args.rule, min_sensitivity=args.min_sensitivity if args.rule == "sensitivity" else None,
-            fixed_threshold=args.fixed_threshold)
+        for name, target in (("training_config.json", "config.json"), ("predictions.csv", "predictions.csv"),
+                             ("population.json", "population.json")):
+            if (folder / name).is_file():
+                shutil.copy2(folder / name, work / target)
+        # The same re-finalisation as `cxr evaluate --model RUN --threshold-rule …`, on a scratch copy: the
+        # bundled folder is not a run directory, and its card keeps a hand-written section.
+        metrics = refinalize_from_predictions(work, settings)
         test, validation = metrics["test"], metrics["validation"]
         print(f"rule {metrics['threshold_rule']}: threshold {metrics['threshold']:.4f}, temperature "
               f"{metrics['temperature']:.4f}; validation accuracy {validation['accuracy']['value']:.4f} "
