@@ -135,16 +135,19 @@ def fit_either(train_images: np.ndarray, heldout_images: np.ndarray, model: Any,
     from cxr.population_detector import fit_from_images, image_features
 
     info = dict(info or {})
+    # Each part's held-out features once: they set its threshold and, in image order, the combined scores.
+    held_pretrained = image_features(heldout_images, LITE0, pretrained_size)
     pretrained = fit_from_images(train_images, heldout_images, extractor=LITE0, image_size=pretrained_size,
-                                 percentile=percentile, info=info, max_fit_images=max_fit_images)
+                                 percentile=percentile, info=info, max_fit_images=max_fit_images,
+                                 heldout_features=held_pretrained)
     size = int(model.input.shape[1])
     own_train = train_images if model_train is None else model_train
     own_heldout = heldout_images if model_heldout is None else model_heldout
+    held_classifier = image_features(own_heldout, CLASSIFIER, size, model=model)
     classifier = fit_from_images(own_train, own_heldout, extractor=CLASSIFIER, image_size=size, model=model,
                                  percentile=percentile, info={**info, "via_size": None},
-                                 max_fit_images=max_fit_images)
-    heldout_pretrained = pretrained.image_scores(heldout_images)
-    heldout_classifier = classifier.score(image_features(own_heldout, CLASSIFIER, size, model=model))
+                                 max_fit_images=max_fit_images, heldout_features=held_classifier)
+    heldout_pretrained, heldout_classifier = pretrained.score(held_pretrained), classifier.score(held_classifier)
     return combine_parts(pretrained, classifier, heldout_pretrained, heldout_classifier,
                          {"rule": "either", "percentile": float(percentile)})
 

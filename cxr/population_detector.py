@@ -329,17 +329,21 @@ def fit_detector(fit_features: np.ndarray, heldout_features: np.ndarray, *, extr
 
 def fit_from_images(fit_images: np.ndarray, heldout_images: np.ndarray, *, extractor: str = LITE0,
                     image_size: int = 224, model: Any = None, percentile: float = DEFAULT_PERCENTILE,
-                    info: dict | None = None, max_fit_images: int | None = None, seed: int = 0) -> PopulationDetector:
+                    info: dict | None = None, max_fit_images: int | None = None, seed: int = 0,
+                    heldout_features: np.ndarray | None = None) -> PopulationDetector:
     """Features of ``fit_images`` / ``heldout_images`` ``(n, s, s)`` uint8, then :func:`fit_detector`.
 
     ``max_fit_images``: fit on a seeded random subset at most this large (keeps runs cheap).
+    ``heldout_features``: the held-out images' features when the caller already computed them (a caller
+    that also needs their distances in image order); ``heldout_images`` are then not read.
     """
     started = time.perf_counter()
     if max_fit_images is not None and len(fit_images) > max_fit_images:
         chosen = np.sort(np.random.default_rng(seed).choice(len(fit_images), max_fit_images, replace=False))
         fit_images = fit_images[chosen]
     fit_features = image_features(fit_images, extractor, image_size, model=model)
-    heldout_features = image_features(heldout_images, extractor, image_size, model=model)
+    if heldout_features is None:
+        heldout_features = image_features(heldout_images, extractor, image_size, model=model)
     detector = fit_detector(fit_features, heldout_features, extractor=extractor, image_size=image_size,
                             percentile=percentile, info=info)
     detector.info["fit_seconds"] = round(time.perf_counter() - started, 1)
