@@ -30,6 +30,7 @@ CONTRAST_RANGE = (0.0, 0.9)  # beyond 1 ± 0.9 an image is flat or saturated
 PHOTOMETRIC_RANGE = (0.0, 1.0)  # 1 = the strongest changes of cxr.photometric (gamma 0.58-1.73, ...)
 RANDOM_CROP_RANGE = (0.0, 0.8)  # beyond 80 % of the area removed the lungs may be cut away
 LABEL_SMOOTHING_RANGE = (0.0, 0.4)
+MIXUP_RANGE = (0.0, 1.0)  # Beta(α, α): above 1 most pairs are near-even blends, which no longer look like either class
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 SCHEDULES = ("constant", "plateau", "cosine")
@@ -140,6 +141,7 @@ class TrainingConfig(_Settings):
     photometric: float = 0.0  # gamma, blur/sharpen, noise, background level at random strengths up to this; 0 = off
     random_crop: float = 0.0  # random resized crops removing up to this fraction of the area; 0 = off
     label_smoothing: float = 0.0  # targets 0/1 become s/2 and 1 - s/2: less confident on the easy shortcut
+    mixup: float = 0.0  # α of mixup (images and targets of two training images blended by λ ~ Beta(α, α)); 0 = off
     validation_fraction: float = 0.10  # carved from train by patient, see DataConfig
     seed: int | None = 42  # deterministic on the CPU when set; None for a fresh random start
     strategy: str = "default"  # tf.distribute strategy: default, mirrored, multi-worker
@@ -174,6 +176,7 @@ class TrainingConfig(_Settings):
         check_range("photometric", self.photometric, PHOTOMETRIC_RANGE)
         check_range("random_crop", self.random_crop, RANDOM_CROP_RANGE)
         check_range("label_smoothing", self.label_smoothing, LABEL_SMOOTHING_RANGE)
+        check_range("mixup", self.mixup, MIXUP_RANGE)
         check_range("validation_fraction", self.validation_fraction, VALIDATION_FRACTION_RANGE)
         if self.seed is not None:
             check_range("seed", self.seed, (0, 2**31 - 1), integer=True)

@@ -181,7 +181,7 @@ def _input_data(arrays: dict, config: TrainingConfig) -> tuple[Any, Any, int]:
     train_data = make_dataset(train_images, train_labels, batch_size=config.batch_size, training=True,
                               augmentation=build_augmentation(config), seed=data_seed,
                               weights=class_weights(train_labels, config.class_weighting),
-                              max_batches=config.max_batches_per_epoch)
+                              max_batches=config.max_batches_per_epoch, mixup=getattr(config, "mixup", 0.0))
     validation_data = make_dataset(*arrays["val"], batch_size=config.batch_size, training=False)
     return train_data, validation_data, steps_per_epoch
 

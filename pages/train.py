@@ -14,6 +14,7 @@ from cxr.config import (
     FIXED_THRESHOLD_RANGE,
     LABEL_SMOOTHING_RANGE,
     MIN_SENSITIVITY_RANGE,
+    MIXUP_RANGE,
     OPTIMIZERS,
     PHOTOMETRIC_RANGE,
     PRESETS,
@@ -190,6 +191,10 @@ def advanced_settings() -> None:
                           key=setting_key("random_crop"),
                           help="Crop away up to this fraction of the image's area at random and resize back "
                                "(0 = off).")
+        columns[1].slider("Mixup (α)", *MIXUP_RANGE, step=0.05, key=setting_key("mixup"),
+                          help="Blend each training image with another one, and their labels alike, by a random "
+                               "share (0 = off; 0.2 is usual): the network learns a smoother score instead of "
+                               "certainty from easy clues.")
     with threshold_tab:
         st.caption("At the end of training the threshold on P(pneumonia) is chosen on the validation images "
                    "(never on test) by this rule; Evaluate can change it later.")

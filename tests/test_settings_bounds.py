@@ -45,6 +45,7 @@ TRAINING_BOUNDS = {
     "photometric": (0.0, 1.0, False),
     "random_crop": (0.0, 0.8, False),
     "label_smoothing": (0.0, 0.4, False),
+    "mixup": (0.0, 1.0, False),
     "validation_fraction": (0.05, 0.5, False),
     "seed": (0, 2**31 - 1, True),
     "max_batches_per_epoch": (1, 10**7, True),
@@ -213,7 +214,7 @@ def setting_widget(at, kind: str, field: str):
 
 # Train page widgets -> TrainingConfig fields they set.
 TRAIN_SLIDERS = ("epochs", "plateau_patience", "plateau_factor", "dropout_rate", "early_stopping_patience",
-                 "rotation_degrees", "zoom", "width_shift", "height_shift", "validation_fraction")
+                 "rotation_degrees", "zoom", "width_shift", "height_shift", "validation_fraction", "mixup")
 TRAIN_SELECT_SLIDERS = ("batch_size", "learning_rate", "min_learning_rate")
 
 

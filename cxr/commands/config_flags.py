@@ -37,6 +37,8 @@ HELP = {
                    "(0-1; 0 = off)",
     "random_crop": "augmentation: random resized crops removing up to this fraction of the area (0 = off)",
     "label_smoothing": "targets 0/1 become s/2 and 1 - s/2 (0 = off)",
+    "mixup": "alpha of mixup: pairs of training images and their targets blended by Beta(alpha, alpha) "
+             "(0 = off; 0.2 is usual)",
     "seed": "integer, or 'none' for a random start",
     "strategy": "tf.distribute strategy; multi-worker reads the cluster from TF_CONFIG",
     "max_batches_per_epoch": "batches per epoch at most (smoke tests)",

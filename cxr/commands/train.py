@@ -43,7 +43,8 @@ def config_from_args(args: argparse.Namespace, image_size: int | None) -> settin
         overrides["image_size"] = int(image_size)
     if args.no_augmentation:
         overrides.update(rotation_degrees=0.0, zoom=0.0, width_shift=0.0, height_shift=0.0,
-                         horizontal_flip=False, brightness=0.0, contrast=0.0, photometric=0.0, random_crop=0.0)
+                         horizontal_flip=False, brightness=0.0, contrast=0.0, photometric=0.0, random_crop=0.0,
+                         mixup=0.0)
     return settings.preset(args.preset, **overrides)
 
 
