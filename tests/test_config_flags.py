@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 
 import numpy as np
 import pandas as pd
@@ -62,16 +63,22 @@ def test_threshold_settings_are_validated_fields():
 
 
 def test_bad_threshold_flag_is_one_error_line(tmp_path, capsys, cxr_home):
+    before = signal.getsignal(signal.SIGTERM)
     status = cli.main(["train", str(write_npz(tmp_path / "tiny.npz")), "--min-sensitivity", "1.5"])
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 2 and len(err) == 1 and err[0].startswith("error: min_sensitivity must be"), err
+    assert signal.getsignal(signal.SIGTERM) is before  # a refused command leaves no SIGTERM handler behind
 
 
 def test_train_applies_the_sensitivity_rule_at_finalisation(tmp_path, capsys, cxr_home):
     data = write_npz(tmp_path / "tiny.npz")
+    before = signal.getsignal(signal.SIGTERM)
     status = cli.main(["train", str(data), "--epochs", "1", "--batch-size", "8", "--max-batches", "2",
                        "--threshold-rule", "sensitivity", "--min-sensitivity", "0.9", "--quiet"])
     assert status == 0, capsys.readouterr().err
+    # The process's own SIGTERM handler is back: a later SIGTERM (a CI time limit) must end it, not be
+    # taken as a stop request for this finished training.
+    assert signal.getsignal(signal.SIGTERM) is before
     (run,) = [path for path in (cxr_home / "runs").iterdir() if (path / "config.json").is_file()]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["threshold_rule"] == "sensitivity" and metrics["min_sensitivity"] == 0.9

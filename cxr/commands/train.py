@@ -65,12 +65,19 @@ def _stored_run(run_id: str, *, resume: bool) -> tuple[Path, settings.TrainingCo
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from cxr import stop_requests
+
+    # SIGTERM (cxr.jobs.stop's fallback, a scheduler, `kill`) finishes the batch and saves; the process's
+    # own handler comes back when the command returns (it may be a test run or a notebook, not `cxr`).
+    with stop_requests.stop_signal_handler():
+        return _train_command(args)
+
+
+def _train_command(args: argparse.Namespace) -> int:
     from cxr import distribution, jobs, runs, stop_requests, training
     from cxr.datasets import load_dataset
     from cxr.tensorflow_loader import import_tensorflow
 
-    # SIGTERM (cxr.jobs.stop's fallback, a scheduler, `kill`) finishes the batch and saves.
-    stop_requests.install_stop_signal_handler()
     resume = args.resume is not None
     if resume or args.run:
         run_dir, config, dataset_ref = _stored_run(args.resume or args.run, resume=resume)
