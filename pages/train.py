@@ -239,13 +239,17 @@ def settings_summary(config: TrainingConfig) -> str:
                     "shifts" if config.width_shift or config.height_shift else "",
                     "flip" if config.horizontal_flip else "",
                     f"brightness ±{config.brightness:g}" if config.brightness else "",
-                    f"contrast ±{config.contrast:g}" if config.contrast else ""]
+                    f"contrast ±{config.contrast:g}" if config.contrast else "",
+                    f"acquisition changes up to {config.photometric:g}" if config.photometric else "",
+                    f"random crop up to {config.random_crop:.0%} of the area" if config.random_crop else "",
+                    f"mixup α {config.mixup:g}" if config.mixup else ""]
     augmentation = ", ".join(part for part in augmentation if part) or "none"
     threshold = {"youden": "Youden threshold",
                  "sensitivity": f"threshold for {config.min_sensitivity:.0%} sensitivity",
                  "fixed": f"fixed threshold {config.fixed_threshold:g}"}.get(config.threshold_rule, "")
+    smoothing = f", label smoothing {config.label_smoothing:g}" if config.label_smoothing else ""
     return (f"{config.optimizer}, {schedule}, {config.class_weighting} class weighting, dropout "
-            f"{config.dropout_rate:g}, {stopping}; augmentation: {augmentation}; {threshold}.")
+            f"{config.dropout_rate:g}{smoothing}, {stopping}; augmentation: {augmentation}; {threshold}.")
 
 
 def settings_form(image_size: int) -> tuple[dict, object]:

@@ -234,6 +234,15 @@ def test_every_setting_has_help_and_the_few_that_matter_are_in_view(home):
     assert {"Model", "Epochs", "Batch size", "Learning rate", "Preset", "Data set"}.isdisjoint(inside)
     assert {"Optimizer", "Schedule", "Dropout rate (fraction)", "Rotation (± degrees)", "Seed"} <= inside
     assert any(caption.value.startswith("Advanced: adam, cosine schedule") for caption in at.caption)
+    # Every setting that changes training shows in that line once it is on, so a run is known without
+    # opening Advanced settings.
+    for label, value in (("Mixup (α)", 0.2), ("Label smoothing (fraction)", 0.1),
+                         ("Acquisition changes (strength 0–1)", 0.5), ("Random crop (fraction of the area)", 0.3)):
+        widget(at, "slider", label).set_value(value)
+    at.run()
+    (summary,) = [caption.value for caption in at.caption if caption.value.startswith("Advanced:")]
+    for part in ("mixup α 0.2", "label smoothing 0.1", "acquisition changes up to 0.5", "random crop up to 30% of"):
+        assert part in summary, summary
 
 
 def test_settings_that_do_not_apply_are_disabled(home):
