@@ -121,4 +121,7 @@ class SessionLimiter:
 
 
 def _megabytes(size: int) -> str:
+    """Megabytes with one decimal; a few kilobytes read "under 0.1", not "0.0", which looks like nothing counted."""
+    if 0 < size < 50_000:
+        return "under 0.1"
     return f"{size / 1_000_000:.1f}"

@@ -146,6 +146,17 @@ def test_megabytes_per_session_add_up_across_requests_and_never_come_back():
     assert session.bytes_used == 10 * MB
 
 
+def test_the_sidebar_line_counts_small_uploads_visibly():
+    """A 30 kB JPEG used to read "0.0 of 100 MB", as if it had not been counted."""
+    session = SessionLimiter(DemoLimits(files_per_upload=10, megabytes_per_session=100, predictions_per_minute=30,
+                                        shap_allowed=False), clock=lambda: 0.0)
+    assert "0.0 of 100 MB" in session.summary()
+    session.admit([30_000])
+    assert "1 of 30 images in the last minute, under 0.1 of 100 MB" in session.summary()
+    session.admit([2 * MB])
+    assert "2.0 of 100 MB" in session.summary()
+
+
 def test_predictions_per_minute_is_a_sliding_window_with_the_wait_in_the_message():
     clock = FakeClock()
     session = limiter(clock, predictions_per_minute=8)
