@@ -194,7 +194,9 @@ def advanced_settings() -> None:
         columns[1].slider("Mixup (α)", *MIXUP_RANGE, step=0.05, key=setting_key("mixup"),
                           help="Blend each training image with another one, and their labels alike, by a random "
                                "share (0 = off; 0.2 is usual): the network learns a smoother score instead of "
-                               "certainty from easy clues.")
+                               "certainty from easy clues. Its probabilities come out shifted in a way the "
+                               "end-of-run calibration cannot fully correct: read them with the reliability "
+                               "curve on Evaluate (on Kermany it did not improve the model: docs/benchmarks.md).")
     with threshold_tab:
         st.caption("At the end of training the threshold on P(pneumonia) is chosen on the validation images "
                    "(never on test) by this rule; Evaluate can change it later.")
