@@ -76,7 +76,7 @@ PY
 [tool.mutmut]
 source_paths = ["cxr"]
 only_mutate = $only
-also_copy = ["tests", "benchmarks", "models", "pyproject.toml", "pages", "app_components.py", "streamlit_app.py"]
+also_copy = ["tests", "benchmarks", "models", "pyproject.toml", "pages", "app_components.py", "app_layout.py", "app_deployment.py", "app_train_settings.py", "streamlit_app.py"]
 pytest_add_cli_args_test_selection = $selection
 pytest_add_cli_args = ["-p", "no:cacheprovider", "-W", "ignore", "-x", "-q"]
 do_not_mutate_patterns = $MESSAGE_LINES
