@@ -171,7 +171,8 @@ def _dicom_grayscale(array: np.ndarray, dataset: Any, invert: bool) -> np.ndarra
         pixels = _window_to_uint8(values, *window)
     elif "VOILUTSequence" in dataset:
         try:
-            pixels = scale_to_uint8(np.asarray(apply_voi_lut(values, dataset, index=0), dtype=np.float64))
+            shown = np.asarray(apply_voi_lut(values, dataset, index=0), dtype=np.float64)
+            pixels = scale_to_uint8(shown) if shown.max() > shown.min() else _lut_level(shown, dataset)
         except Exception:  # a malformed VOI LUT: fall back to the image's own range
             pixels = None
     if pixels is None:
@@ -179,6 +180,20 @@ def _dicom_grayscale(array: np.ndarray, dataset: Any, invert: bool) -> np.ndarra
     if invert:
         pixels = 255 - pixels
     return np.ascontiguousarray(pixels, dtype=np.uint8)
+
+
+def _lut_level(shown: np.ndarray, dataset: Any) -> np.ndarray:
+    """A blank frame after a VOI LUT as uint8 at its level within the outputs the LUT can give (its lowest to its
+    highest entry, found by passing every input it maps through it), as ``_blank_level`` does for a frame without
+    one: a min-max stretch of one value would give black whatever grey the LUT chose."""
+    from pydicom.pixels import apply_voi_lut
+
+    entries, first = (int(value) for value in dataset.VOILUTSequence[0].LUTDescriptor[:2])
+    inputs = np.arange(first, first + (entries or 65536), dtype=np.float64)
+    outputs = np.asarray(apply_voi_lut(inputs, dataset, index=0), dtype=np.float64)
+    low, high = float(outputs.min()), float(outputs.max())
+    level = (float(shown.flat[0]) - low) / (high - low) if high > low else 0.0
+    return np.full(shown.shape, np.clip(np.rint(255.0 * level), 0, 255), np.uint8)
 
 
 def _blank_level(array: np.ndarray, dataset: Any) -> np.ndarray:

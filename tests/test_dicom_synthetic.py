@@ -237,6 +237,20 @@ def test_a_blank_dicom_decodes_like_the_same_blank_16_bit_png_and_monochrome1_is
     np.testing.assert_array_equal(inverted, 255 - png)
 
 
+def test_a_blank_dicom_through_a_voi_lut_keeps_the_grey_the_lut_gives_it():
+    """A VOI LUT Sequence maps the one stored value to one output; that output's place among the LUT's outputs
+    is the grey to show (it decoded to black: a min-max stretch of a single value)."""
+    ramp = list(range(1024))  # identity over 10 bits
+    blank = make_dicom(np.full((32, 32), 512, np.uint16), bits_stored=10, VOILUTSequence=[voi_lut_item(ramp)])
+    assert set(decode_image(blank).pixels.ravel().tolist()) == {128}  # rint(255 x 512 / 1023)
+    inverse = make_dicom(np.full((32, 32), 100, np.uint16), bits_stored=10,
+                         VOILUTSequence=[voi_lut_item([1023 - index for index in range(1024)])])
+    assert set(decode_image(inverse).pixels.ravel().tolist()) == {230}  # rint(255 x 923 / 1023)
+    inverted = make_dicom(np.full((32, 32), 512, np.uint16), bits_stored=10, photometric="MONOCHROME1",
+                          VOILUTSequence=[voi_lut_item(ramp)])
+    assert set(decode_image(inverted).pixels.ravel().tolist()) == {127}
+
+
 def test_the_nearly_uniform_rule_still_fires_for_a_grey_blank_dicom():
     from cxr.imaging import resize_square
     from cxr.population import verdict_for
