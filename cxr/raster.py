@@ -58,8 +58,8 @@ def _jpeg_header(data: bytes, name: str) -> _Header:
     thumbnail inside APP1 is skipped, not mistaken for the image)."""
     position = 2
     while position + 4 <= len(data):
-        if data[position] != 0xFF:
-            raise ValueError("marker expected")
+        if data[position] != 0xFF:  # junk before the frame header: say so, as for junk before the scan
+            raise ImageError(_jpeg_refusal(name, _broken_segments(position, data[position])))
         marker = data[position + 1]
         if marker == 0xFF:  # fill byte before a marker
             position += 1
@@ -147,9 +147,18 @@ def check_jpeg_complete(data: bytes, name: str) -> None:
         return
     if problem is None:  # the scan was found (or the segments ran past the end): the file was cut short
         problem = "a truncated JPEG: it ends before its end-of-image marker"
-    raise ImageError(f"{name!r} is {problem}, so the picture cannot be read whole. Expected a complete "
-                     f"{ACCEPTED} file; re-upload the original, or open it in an image viewer and save it again "
-                     f"as JPEG or PNG.")
+    raise ImageError(_jpeg_refusal(name, problem))
+
+
+def _jpeg_refusal(name: str, problem: str) -> str:
+    """The message for a JPEG that cannot be read whole: what was found (``problem``), what is expected, what to do."""
+    return (f"{name!r} is {problem}, so the picture cannot be read whole. Expected a complete {ACCEPTED} file; "
+            f"re-upload the original, or open it in an image viewer and save it again as JPEG or PNG.")
+
+
+def _broken_segments(position: int, found: int) -> str:
+    return (f"a damaged JPEG: its segments are broken (byte {position} is 0x{found:02X} where a JPEG marker "
+            f"must start)")
 
 
 def _jpeg_first_scan(data: bytes) -> tuple[int, str | None]:
@@ -159,8 +168,7 @@ def _jpeg_first_scan(data: bytes) -> tuple[int, str | None]:
     position = 2
     while position + 4 <= len(data):
         if data[position] != 0xFF:
-            return -1, (f"a damaged JPEG: its segments are broken (byte {position} is 0x{data[position]:02X} "
-                        f"where a JPEG marker must start)")
+            return -1, _broken_segments(position, data[position])
         marker = data[position + 1]
         if marker == 0xFF:
             position += 1

@@ -171,7 +171,8 @@ def test_jpeg_frame_after_the_end_or_the_scan_is_not_the_image():
 
 def test_jpeg_with_bytes_that_are_not_a_marker_between_segments_is_damaged():
     data = b"\xff\xd8" + segment(0xE0, b"JFIF\0") + b"\x00\x00" + frame(0xC0, 8, 300, 24, 1) + b"\xff\xd9"
-    with pytest.raises(ImageError, match="'j.jpg': the JPEG header is damaged or truncated"):
+    where = data.index(b"\x00\x00\xff\xc0")
+    with pytest.raises(ImageError, match=rf"'j.jpg' is a damaged JPEG: its segments are broken \(byte {where} is 0x00"):
         decode_image(data, name="j.jpg")
 
 
@@ -267,6 +268,18 @@ def test_a_cut_jpeg_and_junk_between_its_segments_are_told_apart_with_what_to_do
     assert "truncated" not in str(broken.value) and "end-of-image" not in str(broken.value)
     for error in (cut.value, broken.value):  # what to do, in both
         assert "re-upload the original, or open it in an image viewer and save it again as JPEG or PNG" in str(error)
+
+
+def test_junk_before_the_frame_header_is_named_like_junk_before_the_scan():
+    """It read "the JPEG header is damaged or truncated", which sends the user looking for a cut file."""
+    whole = encode(gradient(24, 300), ".jpg")
+    frame = whole.index(b"\xff\xc0")
+    junk = whole[:frame] + b"\x00\x00" + whole[frame:]
+    with pytest.raises(ImageError) as broken:
+        decode_image(junk, name="junk.jpg")
+    assert str(broken.value).startswith(f"'junk.jpg' is a damaged JPEG: its segments are broken (byte {frame} is "
+                                        "0x00 where a JPEG marker must start), so the picture cannot be read whole.")
+    assert "re-upload the original, or open it in an image viewer and save it again as JPEG or PNG" in str(broken.value)
 
 
 @pytest.mark.parametrize("marker", [0xC0, 0xC2])
