@@ -41,25 +41,18 @@ def wait_for_app_idle(page, timeout: float = 60_000) -> None:
 
 
 def xray_files(count: int) -> list[dict]:
-    """``count`` chest X-rays as Playwright upload payloads: real ones from the shared data when present,
-    else synthetic PNGs."""
+    """``count`` chest X-rays as Playwright upload payloads: real ones from the shared data when present, else
+    the app's own example X-rays (``assets/examples``: four Kermany test images, in the repository) under
+    distinct names, taken in turn. Real X-rays either way: noise images would all be called outside the
+    training population, and the test could not see heat maps or verdicts drawn."""
     folder = SHARED_DATA / "chest_xray" / "test"
     files = sorted((folder / "PNEUMONIA").glob("*.jpeg"))[: (count + 1) // 2]
     files += sorted((folder / "NORMAL").glob("*.jpeg"))[: count - len(files)]
     if len(files) == count:
         return [{"name": file.name, "mimeType": "image/jpeg", "buffer": file.read_bytes()} for file in files]
-    import cv2
-    import numpy as np
-
-    generator = np.random.default_rng(0)
-    payloads = []
-    for index in range(count):
-        pixels = (generator.random((256, 256)) * 255).astype(np.uint8)
-        payloads.append({"name": f"synthetic-{index}.png", "mimeType": "image/png",
-                         "buffer": cv2.imencode(".png", pixels)[1].tobytes()})
-    return payloads
-
-
+    examples = sorted((REPO_ROOT / "assets" / "examples").glob("*.png"))
+    return [{"name": f"{index:02d}-{examples[index % len(examples)].name}", "mimeType": "image/png",
+             "buffer": examples[index % len(examples)].read_bytes()} for index in range(count)]
 
 
 def selectbox_text(selectbox) -> str:
