@@ -375,3 +375,19 @@ def test_real_dicom_files_get_answers_and_the_leg_a_warning(home):
     assert any("2 of 2 image(s) predicted" in caption for caption in captions(at))
     assert at.dataframe[0].value["file"].tolist() == files
     assert any("not chest" in warning.value for warning in at.warning)
+
+
+def test_the_bundled_model_is_labelled_with_its_test_auc_else_its_validation_auc(tmp_path, monkeypatch):
+    """The picker names the figure it shows; test first (validation chose the threshold and flatters it)."""
+    import app_components
+    from cxr import paths
+
+    monkeypatch.setattr(paths, "BUNDLED_MODEL_DIR", tmp_path)
+    assert app_components.bundled_model_label() == "Bundled model"  # no metrics.json
+    (tmp_path / "metrics.json").write_text(json.dumps({"validation": {"auc": {"value": 0.9899}},
+                                                       "test": {"auc": {"value": 0.9653}}}))
+    assert app_components.bundled_model_label() == "Bundled model · test AUC 0.965"
+    (tmp_path / "metrics.json").write_text(json.dumps({"validation": {"auc": 0.9899}}))
+    assert app_components.bundled_model_label() == "Bundled model · validation AUC 0.990"
+    (tmp_path / "metrics.json").write_text("{not json")
+    assert app_components.bundled_model_label() == "Bundled model"
