@@ -260,7 +260,6 @@ def average_fast_models(members: list, *, name: str = "fast_ensemble", mirror: b
     maps are mirrored back before they join the others, so Grad-CAM still explains in image coordinates.
     Twice the arithmetic; exact, as above: mean pooling does not care about the order of columns.
     """
-    import numpy as np
 
     from cxr.tensorflow_loader import keras
     from cxr.tensorflow_loader import keras_layers as layers
@@ -272,30 +271,14 @@ def average_fast_models(members: list, *, name: str = "fast_ensemble", mirror: b
         raise CxrError(f"Ensemble members must take the same input shape; received {sorted(shapes)}.")
     input_shape = shapes.pop()
     _check_input_shape(input_shape)
-    normalisers = []
-    for member in members:
-        try:
-            normalisers.append(member.get_layer(NORMALIZATION_LAYER).get_config())
-        except ValueError:
-            normalisers.append(None)
-    if len({repr(config and (config["mode"], config["low"], config["high"])) for config in normalisers}) != 1:
-        raise CxrError("Ensemble members must share the same intensity normalisation (all 'fast' or all "
-                       "'fast_norm'); received a mix.")
+    config = _shared_normalisation(members)
     inputs = keras.Input(shape=input_shape, name="image")
-    config = normalisers[0]
     normalised = (inputs if config is None
                   else _normalised(inputs, config["mode"], low=config["low"], high=config["high"]))
     scaled = layers.Rescaling(1.0 / 255, name="rescale")(normalised)
     feature_maps = []
     for index, member in enumerate(members, start=1):
-        try:
-            width = int(member.get_layer("stem_conv").filters)
-            blocks = tuple(int(member.get_layer(f"stage{stage}_1_sepconv").filters) // width
-                           for stage in range(1, 1 + sum(1 for layer in member.layers
-                                                         if layer.name.endswith("_1_sepconv"))))
-        except ValueError:
-            raise CxrError(f"Member {index} ({member.name!r}) is not a fast network (no stem_conv / stage "
-                           f"layers); only 'fast' and 'fast_wide' models can be averaged here.") from None
+        width, blocks = _fast_architecture(member, index)
         feature_maps.append(_fast_trunk(scaled, width=width, blocks=blocks, prefix=f"m{index}_"))
         if mirror:
             mirrored = _mirror(scaled, name=f"m{index}_mirror_input")
@@ -309,7 +292,17 @@ def average_fast_models(members: list, *, name: str = "fast_ensemble", mirror: b
     dropout_rate = float(members[0].get_layer("head_dropout").rate)
     outputs = _head(features, dropout_rate)
     model = keras.Model(inputs, outputs, name=name)
-    prefixes = ("", "mirror_") if mirror else ("",)
+    _copy_member_weights(model, members, prefixes=("", "mirror_") if mirror else ("",))
+    return model
+
+
+def _copy_member_weights(model, members: list, *, prefixes: tuple[str, ...]) -> None:
+    """Fill the flat ensemble ``model`` from its ``members``: each member's trunk into ``m<i>_<prefix>…``
+    (once per prefix: plain and mirrored), the logit layer as the members' kernels side by side divided by
+    their count and the mean of their biases (the exact mean of the members' logits), and the mirror layers'
+    fixed exchange matrices."""
+    import numpy as np
+
     for index, member in enumerate(members, start=1):
         for layer in member.layers:
             if layer.weights and layer.name not in (LOGIT_LAYER,):
@@ -322,7 +315,34 @@ def average_fast_models(members: list, *, name: str = "fast_ensemble", mirror: b
     for layer in model.layers:
         if layer.name.endswith(("_mirror_input", "_mirror_back")):
             _set_mirror_weights(layer)
-    return model
+
+
+def _shared_normalisation(members: list) -> dict | None:
+    """The intensity-normalisation layer config all ``members`` share (``None``: plain "fast" members)."""
+    normalisers = []
+    for member in members:
+        try:
+            normalisers.append(member.get_layer(NORMALIZATION_LAYER).get_config())
+        except ValueError:
+            normalisers.append(None)
+    if len({repr(config and (config["mode"], config["low"], config["high"])) for config in normalisers}) != 1:
+        raise CxrError("Ensemble members must share the same intensity normalisation (all 'fast' or all "
+                       "'fast_norm'); received a mix.")
+    return normalisers[0]
+
+
+def _fast_architecture(member, index: int) -> tuple[int, tuple[int, ...]]:
+    """``(stem width, blocks per stage)`` of a "fast"/"fast_wide" network, read from its layers (member
+    ``index``, counted from 1, names it in the refusal of any other network)."""
+    try:
+        width = int(member.get_layer("stem_conv").filters)
+        stages = sum(1 for layer in member.layers if layer.name.endswith("_1_sepconv"))
+        blocks = tuple(int(member.get_layer(f"stage{stage}_1_sepconv").filters) // width
+                       for stage in range(1, 1 + stages))
+    except ValueError:
+        raise CxrError(f"Member {index} ({member.name!r}) is not a fast network (no stem_conv / stage "
+                       f"layers); only 'fast' and 'fast_wide' models can be averaged here.") from None
+    return width, blocks
 
 
 def _mirror(x, *, name: str):
