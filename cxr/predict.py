@@ -293,6 +293,18 @@ class Predictor:
             raise CxrError(
                 f"names must give one name per source; received {len(names)} names for {len(sources)} sources."
             )
+        results, detector_images, array_shapes = self._read_all(sources, names)
+        ready = [result for result in results if result.error is None]
+        if ready:
+            self._answer(ready, detector_images, array_shapes, allow_outside=allow_outside)
+        if explain is not None:
+            for result in ready:
+                self._explain(result, explain)
+        return results
+
+    def _read_all(self, sources: list, names: list[str] | None) -> tuple[list[PredictionResult], dict, dict]:
+        """One result per source, with its model image, info and warnings, or its ``error``; beside them, by
+        ``id(result)``, the population detector's image and (for arrays) the full-size shape."""
         results: list[PredictionResult] = []
         detector_images: dict[int, np.ndarray | None] = {}
         array_shapes: dict[int, tuple[int, ...]] = {}
@@ -311,23 +323,22 @@ class Predictor:
             except Exception as error:  # noqa: BLE001 - a decoder crash on one file must not stop the others
                 result.error = f"{name!r} could not be read ({type(error).__name__}: {error})."
             results.append(result)
+        return results, detector_images, array_shapes
 
-        ready = [result for result in results if result.error is None]
-        if ready:
-            logits = self.raw_logits(np.stack([result.image for result in ready]))
-            raw, calibrated = sigmoid(logits), sigmoid(logits / self.temperature)
-            verdicts = self.population_verdicts([result.info for result in ready],
-                                                [detector_images.get(id(result)) for result in ready],
-                                                shapes=[array_shapes.get(id(result)) for result in ready],
-                                                images=[result.image for result in ready])
-            for result, raw_value, value, verdict in zip(ready, raw, calibrated, verdicts, strict=True):
-                result.raw_probability, result.probability = float(raw_value), float(value)
-                result.population = verdict
-                result.label = None if verdict.outside and not allow_outside else self.label_of(float(value))
-        if explain is not None:
-            for result in ready:
-                self._explain(result, explain)
-        return results
+    def _answer(self, ready: list[PredictionResult], detector_images: dict, array_shapes: dict, *,
+                allow_outside: bool) -> None:
+        """Probabilities (raw and calibrated), population verdicts and labels for the readable ``ready``
+        results, in one model call; an outside image's label stays ``None`` unless ``allow_outside``."""
+        logits = self.raw_logits(np.stack([result.image for result in ready]))
+        raw, calibrated = sigmoid(logits), sigmoid(logits / self.temperature)
+        verdicts = self.population_verdicts([result.info for result in ready],
+                                            [detector_images.get(id(result)) for result in ready],
+                                            shapes=[array_shapes.get(id(result)) for result in ready],
+                                            images=[result.image for result in ready])
+        for result, raw_value, value, verdict in zip(ready, raw, calibrated, verdicts, strict=True):
+            result.raw_probability, result.probability = float(raw_value), float(value)
+            result.population = verdict
+            result.label = None if verdict.outside and not allow_outside else self.label_of(float(value))
 
     def population_verdicts(self, infos: list, detector_images: list | None = None, *,
                             shapes: list | None = None, images: Any = None) -> list[PopulationVerdict]:
