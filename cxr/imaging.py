@@ -155,37 +155,45 @@ def _read_source(source: Any, name: str | None) -> tuple[bytes, str]:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source), name or "image"
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        name = name or path.name or str(path)
-        try:
-            return path.read_bytes(), name
-        except FileNotFoundError:
-            raise ImageError(f"{name!r}: no such file ({str(path)!r}). Expected the path of a {ACCEPTED} "
-                             f"file; check the path.") from None
-        except IsADirectoryError:
-            raise ImageError(f"{name!r} is a folder, not an image file ({str(path)!r}). Expected a "
-                             f"{ACCEPTED} file.") from None
-        except OSError as error:
-            raise ImageError(f"{name!r} cannot be read ({error.strerror or error}). Expected a readable "
-                             f"{ACCEPTED} file; check its permissions.") from None
+        return _read_path(Path(source), name)
     if hasattr(source, "read"):
-        source_name = getattr(source, "name", None)
-        if name is None and isinstance(source_name, str) and source_name:
-            name = Path(source_name).name or source_name
-        name = name or "image"
-        try:
-            data = source.read()
-        except Exception as error:  # a broken stream of any kind: report it as a bad image
-            raise ImageError(f"{name!r} cannot be read ({error}). Expected a readable {ACCEPTED} file.") from None
-        if isinstance(data, str):
-            raise ImageError(f"{name!r} was opened in text mode; open it in binary mode ('rb') so its "
-                             f"bytes can be decoded as a {ACCEPTED} image.")
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise ImageError(f"{name!r}: read() returned {type(data).__name__}, expected bytes of a "
-                             f"{ACCEPTED} file.")
-        return bytes(data), name
+        return _read_stream(source, name)
     raise ImageError(f"decode_image expects a path, bytes or a binary file object; received "
                      f"{type(source).__name__}. Pass the file's path or its bytes.")
+
+
+def _read_path(path: Path, name: str | None) -> tuple[bytes, str]:
+    name = name or path.name or str(path)
+    try:
+        return path.read_bytes(), name
+    except FileNotFoundError:
+        raise ImageError(f"{name!r}: no such file ({str(path)!r}). Expected the path of a {ACCEPTED} "
+                         f"file; check the path.") from None
+    except IsADirectoryError:
+        raise ImageError(f"{name!r} is a folder, not an image file ({str(path)!r}). Expected a "
+                         f"{ACCEPTED} file.") from None
+    except OSError as error:
+        raise ImageError(f"{name!r} cannot be read ({error.strerror or error}). Expected a readable "
+                         f"{ACCEPTED} file; check its permissions.") from None
+
+
+def _read_stream(source: Any, name: str | None) -> tuple[bytes, str]:
+    """A file-like's bytes (an upload, an open file); its own ``name`` when none is given."""
+    source_name = getattr(source, "name", None)
+    if name is None and isinstance(source_name, str) and source_name:
+        name = Path(source_name).name or source_name
+    name = name or "image"
+    try:
+        data = source.read()
+    except Exception as error:  # a broken stream of any kind: report it as a bad image
+        raise ImageError(f"{name!r} cannot be read ({error}). Expected a readable {ACCEPTED} file.") from None
+    if isinstance(data, str):
+        raise ImageError(f"{name!r} was opened in text mode; open it in binary mode ('rb') so its "
+                         f"bytes can be decoded as a {ACCEPTED} image.")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ImageError(f"{name!r}: read() returned {type(data).__name__}, expected bytes of a "
+                         f"{ACCEPTED} file.")
+    return bytes(data), name
 
 
 def _sniff(data: bytes, name: str) -> str:
