@@ -56,36 +56,15 @@ def _decode_dicom_unguarded(data: bytes, name: str, max_pixels: int, min_side: i
         raise ImageError(f"{name!r} is not a readable DICOM file ({first_line(error)}). Expected a "
                          f"{ACCEPTED} file; export the image again from the viewer or PACS.") from None
     has_pixels = any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
-    if rows is None or columns is None:
-        if has_pixels:
-            raise ImageError(f"{name!r}: the DICOM file has pixel data but no Rows/Columns, so its size is "
-                             f"unknown. Expected an image DICOM; export the image again.")
-        if len(dataset) == 0 or not (data[128:132] == b"DICM" or looks_like_dicom_dataset(data)):
-            raise ImageError(f"{name!r} is not an image this program can read ({describe_bytes(data)}). "
-                             f"Accepted formats are {ACCEPTED}; export or convert the file to one of them.")
-        raise ImageError(f"{name!r} is a DICOM file without pixel data (for example a structured report "
-                         f"or a study description), so there is no image to read. Expected a DICOM "
-                         f"image; export the X-ray image itself.")
-    try:
-        rows, columns = int(rows), int(columns)
-    except (TypeError, ValueError):
-        raise ImageError(f"{name!r}: the DICOM Rows/Columns ({rows!r}, {columns!r}) are not numbers. "
-                         f"Expected an image DICOM; export the image again.") from None
+    rows, columns = _stated_size(rows, columns, dataset, data, name, has_pixels=has_pixels)
     check_size(columns, rows, name, max_pixels, min_side, "dicom")
     if not has_pixels:
         raise ImageError(f"{name!r} is a DICOM file without pixel data (it has a {columns} x {rows} header "
                          f"but no PixelData element), so there is no image to read. Expected a DICOM image; "
                          f"export the X-ray image itself.")
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    try:
-        num_frames = max(1, int(dataset.get("NumberOfFrames") or 1))
-    except (TypeError, ValueError):
-        num_frames = 1
-    bit_depth = dataset.get("BitsStored") or dataset.get("BitsAllocated") or 8
-    try:
-        bit_depth = int(bit_depth)
-    except (TypeError, ValueError):
-        bit_depth = 8
+    num_frames = max(1, _header_integer(dataset.get("NumberOfFrames") or 1, 1))
+    bit_depth = _header_integer(dataset.get("BitsStored") or dataset.get("BitsAllocated") or 8, 8)
 
     _ensure_transfer_syntax(dataset)
     array = _dicom_first_frame(dataset, name)
@@ -112,6 +91,34 @@ def _decode_dicom_unguarded(data: bytes, name: str, max_pixels: int, min_side: i
                      modality=_dicom_text(dataset, "Modality"), is_color_photo=is_color_photo,
                      num_frames=num_frames, patient_age=_dicom_text(dataset, "PatientAge"))
     return DecodedImage(pixels=np.ascontiguousarray(pixels, dtype=np.uint8), info=info)
+
+
+def _stated_size(rows: Any, columns: Any, dataset: Any, data: bytes, name: str, *, has_pixels: bool) -> tuple[int, int]:
+    """Rows and Columns as integers, or the refusal that says what the file is instead: pixel data without a
+    size, not a DICOM at all, a DICOM without an image (a report), or a size that is not a number."""
+    if rows is None or columns is None:
+        if has_pixels:
+            raise ImageError(f"{name!r}: the DICOM file has pixel data but no Rows/Columns, so its size is "
+                             f"unknown. Expected an image DICOM; export the image again.")
+        if len(dataset) == 0 or not (data[128:132] == b"DICM" or looks_like_dicom_dataset(data)):
+            raise ImageError(f"{name!r} is not an image this program can read ({describe_bytes(data)}). "
+                             f"Accepted formats are {ACCEPTED}; export or convert the file to one of them.")
+        raise ImageError(f"{name!r} is a DICOM file without pixel data (for example a structured report "
+                         f"or a study description), so there is no image to read. Expected a DICOM "
+                         f"image; export the X-ray image itself.")
+    try:
+        return int(rows), int(columns)
+    except (TypeError, ValueError):
+        raise ImageError(f"{name!r}: the DICOM Rows/Columns ({rows!r}, {columns!r}) are not numbers. "
+                         f"Expected an image DICOM; export the image again.") from None
+
+
+def _header_integer(value: Any, default: int) -> int:
+    """A header number for ``ImageInfo`` (frames, bits): ``default`` when it is not a number; never a refusal."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
 
 
 def _ensure_transfer_syntax(dataset: Any) -> None:
