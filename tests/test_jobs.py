@@ -89,7 +89,10 @@ def test_sigkill_mid_epoch_reads_interrupted_and_resume_loses_and_repeats_nothin
 
 @pytest.mark.slow
 def test_sigterm_and_stop_command_stop_after_the_batch_and_stay_resumable(npz_dataset, cxr_home):
-    config = tiny_config(epochs=3, batch_size=4)
+    # Many epochs, so that both requests land during training however slowly `cxr stop` starts on a busy
+    # machine: with 3 tiny epochs the stop command once arrived after the last one (state stopped, 3 of 3).
+    epochs = 40
+    config = tiny_config(epochs=epochs, batch_size=4)
     by_signal = jobs.start_training(npz_dataset, config, max_concurrent=0)
     by_command = jobs.start_training(npz_dataset, config, max_concurrent=0)
     wait_until(lambda: _in_epoch(by_signal, 1) and _in_epoch(by_command, 1), timeout=120,
@@ -101,6 +104,6 @@ def test_sigterm_and_stop_command_stop_after_the_batch_and_stay_resumable(npz_da
         status = jobs.wait(run_id, timeout=120)
         assert status["state"] == "stopped", (runs.run_path(run_id) / "train.log").read_text()
         info = runs.read_checkpoint_info(run_id) or {"epoch": 0}
-        assert len(runs.read_history(run_id)) == info["epoch"] < 3
+        assert len(runs.read_history(run_id)) == info["epoch"] < epochs
     with pytest.raises(ValueError, match="nothing to stop"):
         jobs.stop(by_signal)
