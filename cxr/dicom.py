@@ -199,8 +199,7 @@ def _lut_level(shown: np.ndarray, dataset: Any) -> np.ndarray:
     inputs = np.arange(first, first + (entries or 65536), dtype=np.float64)
     outputs = np.asarray(apply_voi_lut(inputs, dataset, index=0), dtype=np.float64)
     low, high = float(outputs.min()), float(outputs.max())
-    level = (float(shown.flat[0]) - low) / (high - low) if high > low else 0.0
-    return np.full(shown.shape, np.clip(np.rint(255.0 * level), 0, 255), np.uint8)
+    return _flat_at(shown.shape, (float(shown.flat[0]) - low) / (high - low) if high > low else 0.0)
 
 
 def _blank_level(array: np.ndarray, dataset: Any) -> np.ndarray:
@@ -218,8 +217,12 @@ def _blank_level(array: np.ndarray, dataset: Any) -> np.ndarray:
     signed = np.issubdtype(array.dtype, np.signedinteger)
     low = -(2 ** (bits - 1)) if signed else 0
     high = low + 2 ** bits - 1
-    level = (float(array.flat[0]) - low) / (high - low)
-    return np.full(array.shape, np.clip(np.rint(255.0 * level), 0, 255), np.uint8)
+    return _flat_at(array.shape, (float(array.flat[0]) - low) / (high - low))
+
+
+def _flat_at(shape: tuple[int, ...], level: float) -> np.ndarray:
+    """A uint8 image of ``shape`` all at ``level`` (0 black, 1 white; clipped) of the 0-255 range."""
+    return np.full(shape, np.clip(np.rint(255.0 * level), 0, 255), np.uint8)
 
 
 def _first_number(value: Any) -> float:
