@@ -25,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shift_evidence import spearman  # noqa: E402
+
 from cxr.config import preset  # noqa: E402
 from cxr.datasets import load_dataset  # noqa: E402
 from cxr.pipeline import training_arrays  # noqa: E402
@@ -49,12 +52,6 @@ def shares(maps: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarr
     total = maps.reshape(len(maps), -1).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {name: maps[:, mask].sum(axis=1) / total for name, mask in masks.items()}
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    keep = np.isfinite(a) & np.isfinite(b)
-    ranks = [np.argsort(np.argsort(values[keep])).astype(float) for values in (a, b)]
-    return float(np.corrcoef(*ranks)[0, 1])
 
 
 def main() -> None:

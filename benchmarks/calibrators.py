@@ -15,10 +15,17 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cxr.calibration import expected_calibration_error, fit_temperature, sigmoid, to_logits  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ensemble_scores import saved_scores  # noqa: E402
+
+from cxr.calibration import (  # noqa: E402
+    expected_calibration_error,
+    fit_temperature,
+    negative_log_likelihood,
+    sigmoid,
+)
 
 
 def fit_platt(labels: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
@@ -28,11 +35,6 @@ def fit_platt(labels: np.ndarray, logits: np.ndarray) -> tuple[float, float]:
 
     model = LogisticRegression(C=1e6, max_iter=1000).fit(logits.reshape(-1, 1), labels)
     return float(model.coef_[0, 0]), float(model.intercept_[0])
-
-
-def nll(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    p = np.clip(probabilities, 1e-7, 1 - 1e-7)
-    return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p)))
 
 
 def calibrated(method: str, train_labels, train_logits, logits) -> np.ndarray:
@@ -53,16 +55,13 @@ def main() -> None:
     methods = ("temperature", "platt")
     totals = {method: [] for method in methods}
     for folder in arguments.folders:
-        table = pd.read_csv(folder / "predictions.csv")
-        split = {name: table[table["split"] == name].sort_values("index") for name in ("val", "test")}
-        labels = {name: rows["y_true"].to_numpy(np.int64) for name, rows in split.items()}
-        logits = {name: to_logits(rows["y_score_raw"].to_numpy(np.float64)) for name, rows in split.items()}
+        labels, logits = saved_scores(folder)
         folds = StratifiedKFold(arguments.folds, shuffle=True, random_state=0).split(logits["val"], labels["val"])
         scores = {method: [] for method in methods}
         for train, held in folds:
             for method in methods:
                 probabilities = calibrated(method, labels["val"][train], logits["val"][train], logits["val"][held])
-                scores[method].append(nll(labels["val"][held], probabilities) * len(held))
+                scores[method].append(negative_log_likelihood(labels["val"][held], probabilities) * len(held))
         line = [f"{folder}:"]
         for method in methods:
             value = sum(scores[method]) / len(labels["val"])
@@ -72,7 +71,7 @@ def main() -> None:
             for method in methods:
                 test_probabilities = calibrated(method, labels["val"], logits["val"], logits["test"])
                 line.append(f"{method} test ECE {expected_calibration_error(labels['test'], test_probabilities):.3f} "
-                            f"NLL {nll(labels['test'], test_probabilities):.3f}")
+                            f"NLL {negative_log_likelihood(labels['test'], test_probabilities):.3f}")
         print("  ".join(line), flush=True)
     temperature, platt = (np.asarray(totals[method]) for method in methods)
     print(f"mean CV NLL: temperature {temperature.mean():.4f}, platt {platt.mean():.4f}; "

@@ -24,6 +24,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+def saved_scores(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(labels, logits)`` per split ("val", "test") from ``folder/predictions.csv``, in the data set's order;
+    the logits are those of the raw (uncalibrated) scores."""
+    from cxr.calibration import to_logits
+
+    table = pd.read_csv(folder / "predictions.csv")
+    labels, logits = {}, {}
+    for split in ("val", "test"):
+        rows = table[table["split"] == split].sort_values("index")
+        labels[split] = rows["y_true"].to_numpy(np.int64)
+        logits[split] = to_logits(rows["y_score_raw"].to_numpy(np.float64))
+    return labels, logits
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("members", nargs="+", type=Path)
@@ -31,7 +45,6 @@ def main() -> None:
     parser.add_argument("--min-sensitivity", type=float, default=0.95)
     arguments = parser.parse_args()
 
-    from cxr.calibration import to_logits
     from cxr.run_results import write_run_results
 
     weights = np.asarray(arguments.weights or [1.0] * len(arguments.members), np.float64)
@@ -40,13 +53,12 @@ def main() -> None:
                          f"received {weights.size}")
     labels, logits = {}, {"val": 0.0, "test": 0.0}
     for member, weight in zip(arguments.members, weights, strict=True):
-        table = pd.read_csv(member / "predictions.csv")
+        member_labels, member_logits = saved_scores(member)
         for split in ("val", "test"):
-            rows = table[table["split"] == split].sort_values("index")
-            if split in labels and not np.array_equal(labels[split], rows["y_true"].to_numpy()):
+            if split in labels and not np.array_equal(labels[split], member_labels[split]):
                 raise SystemExit(f"{member}: its {split} labels differ from the first member's (another split?)")
-            labels[split] = rows["y_true"].to_numpy(np.int64)
-            logits[split] = logits[split] + weight * to_logits(rows["y_score_raw"].to_numpy(np.float64))
+            labels[split] = member_labels[split]
+            logits[split] = logits[split] + weight * member_logits[split]
     logits = {split: value / weights.sum() for split, value in logits.items()}
     with tempfile.TemporaryDirectory() as scratch:
         metrics = write_run_results(

@@ -40,7 +40,10 @@ def frame_masked(images: np.ndarray) -> np.ndarray:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ranks = [np.argsort(np.argsort(values)).astype(float) for values in (a, b)]
+    """Spearman's rank correlation over the pairs where both values are finite (an empty Grad-CAM map has
+    no share: NaN)."""
+    keep = np.isfinite(a) & np.isfinite(b)
+    ranks = [np.argsort(np.argsort(values[keep])).astype(float) for values in (a, b)]
     return float(np.corrcoef(*ranks)[0, 1])
 
 
