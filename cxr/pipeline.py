@@ -198,12 +198,12 @@ def mix_batch(batch_images, targets, *weights, alpha: float, seed):
     first = tf.random.stateless_gamma([count], seed=seed + 1, alpha=alpha)
     second = tf.random.stateless_gamma([count], seed=seed + 2, alpha=alpha)
     share = first / tf.maximum(first + second, 1e-12)  # Beta(alpha, alpha) from two gammas
-    image_share = tf.reshape(share, [-1, 1, 1, 1])
-    mixed_images = image_share * images + (1.0 - image_share) * tf.gather(images, partner)
-    target_share = tf.reshape(share, [-1, 1])
-    mixed_targets = target_share * targets + (1.0 - target_share) * tf.gather(targets, partner)
-    mixed_weights = tuple(share * w + (1.0 - share) * tf.gather(w, partner) for w in weights)
-    return (mixed_images, mixed_targets, *mixed_weights)
+
+    def blend(values):  # images (b, s, s, 1), targets (b, 1) or weights (b,): the same λᵢ along the first axis
+        own = tf.reshape(share, [-1] + [1] * (len(values.shape) - 1))
+        return own * values + (1.0 - own) * tf.gather(values, partner)
+
+    return (blend(images), blend(targets), *(blend(w) for w in weights))
 
 
 __all__ = ["training_arrays", "class_weights", "build_augmentation", "make_dataset", "mix_batch"]
